@@ -1,0 +1,101 @@
+"""``tianji-ft synth``: make training data with an LLM (the Tianji wishes generator)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tianji_ft.cli._common import add_verb
+
+WISHES_EXAMPLE = """\
+export DEEPSEEK_API_KEY=...   # read from the environment only
+tianji-ft synth wishes --base-url https://api.deepseek.com/v1 --model deepseek-chat \\
+    --api-key-env DEEPSEEK_API_KEY --styles 小红书 正常 严肃 --rounds 2 --concurrency 8 \\
+    --price-in 2 --price-out 8 -o data/synth/wishes_ds
+# a local vLLM / lmdeploy / Ollama / tianji-ft serve: any key value will do
+OPENAI_API_KEY=none tianji-ft synth wishes --base-url http://127.0.0.1:8000/v1 --model qwen -o out/wishes --dry-run"""
+
+MAP_EXAMPLE = "tianji-ft synth wishes-map --plot wishes_map.png"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    verb = add_verb(subparsers, "synth", "Make training data with an LLM behind any OpenAI-compatible API.",
+                    WISHES_EXAMPLE.splitlines()[1] + " ...")
+    sub = verb.add_subparsers(dest="synth_command", metavar="COMMAND", required=True)
+
+    w = add_verb(sub, "wishes", "Generate the Tianji wishes dataset (name x scene x style), resumably.",
+                 WISHES_EXAMPLE, func=_run_wishes)
+    w.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
+                   help="output folder: wishes.jsonl, plus .synth-failed.jsonl, .synth-summary.json and the resume journal")
+    w.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1, "
+                                      "https://open.bigmodel.cn/api/paas/v4, http://127.0.0.1:8000/v1")
+    w.add_argument("--model", help="model name at that endpoint, e.g. deepseek-chat, glm-4")
+    w.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (default: %(default)s); the key is never written anywhere")
+    w.add_argument("--styles", nargs="+", metavar="STYLE", help="styles from data/wishes/styles.json (default: all: 小红书 正常 严肃)")
+    w.add_argument("--rounds", type=_positive_int, default=1, help="passes over the grid, each with fresh random choices (default: 1)")
+    w.add_argument("--seed", type=int, default=0, help="seed for the random few-shot and injection choices (default: 0)")
+    w.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default: 4)")
+    w.add_argument("--max-requests", type=int, metavar="N", help="send at most N requests this run, then stop cleanly (exit 4 if some remain)")
+    w.add_argument("--price-in", type=_non_negative_float, default=0.0, metavar="X", help="price per million input tokens, for the cost shown")
+    w.add_argument("--price-out", type=_non_negative_float, default=0.0, metavar="Y", help="price per million output tokens")
+    w.add_argument("--timeout", type=float, default=60.0, help="seconds per request before it is retried (default: 60)")
+    w.add_argument("--max-attempts", type=_positive_int, default=6, help="tries per request on 429/5xx/timeouts/dropped connections (default: 6)")
+    w.add_argument("--backoff-base", type=_non_negative_float, default=1.0, help="first retry delay in seconds, doubled each retry, with jitter (default: 1)")
+    w.add_argument("--backoff-max", type=_non_negative_float, default=60.0, help="longest retry delay in seconds (default: 60)")
+    w.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, as the seed asked for)")
+    w.add_argument("--max-tokens", type=_positive_int, help="cap on tokens per reply (default: the server's)")
+    w.add_argument("--input-variants", action="store_true",
+                   help="vary the plain-style input like Tianji's rebuild step (我想祝...快乐, 送祝福给..., ...)")
+    w.add_argument("--names", nargs="+", metavar="NAME", help="only these names from data/wishes/names.json")
+    w.add_argument("--scenes", nargs="+", metavar="SCENE", help="only these scenes from data/wishes/scenes.json")
+    w.add_argument("--data-dir", type=Path, help="folder with the generator's data files (default: the shipped data/wishes)")
+    w.add_argument("--status-interval", type=float, default=10.0, help="seconds between status lines when stderr is not a terminal")
+    w.add_argument("--dry-run", action="store_true", help="print the number of requests and three sample prompts; send nothing")
+
+    m = add_verb(sub, "wishes-map", "Show which role x scene pairs are generated (data/wishes/role_scene_map.json).",
+                 MAP_EXAMPLE, func=_run_map)
+    m.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the table as a heatmap image")
+    m.add_argument("--font", help="a font file with Chinese glyphs for the labels (default: an installed CJK font)")
+    m.add_argument("--data-dir", type=Path, help="folder with the generator's data files (default: the shipped data/wishes)")
+
+
+def _run_wishes(args) -> int:
+    from tianji_ft.synth.chat_client import RetryPolicy
+    from tianji_ft.synth.wishes import WishesRunConfig, dry_run, run_wishes
+
+    cfg = WishesRunConfig(
+        out_dir=args.out, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+        styles=args.styles, rounds=args.rounds, seed=args.seed, concurrency=args.concurrency,
+        max_requests=args.max_requests, price_in=args.price_in, price_out=args.price_out, timeout=args.timeout,
+        policy=RetryPolicy(max_attempts=args.max_attempts, backoff_base=args.backoff_base, backoff_max=args.backoff_max),
+        temperature=args.temperature, max_tokens=args.max_tokens, input_variants=args.input_variants,
+        names=args.names, scenes=args.scenes, data_dir=args.data_dir, status_interval=args.status_interval,
+    )
+    return dry_run(cfg) if args.dry_run else run_wishes(cfg)
+
+
+def _run_map(args) -> int:
+    from tianji_ft.synth.wishes_data import load_wishes_data
+    from tianji_ft.synth.wishes_map import map_text, plot_map
+
+    data = load_wishes_data(args.data_dir)
+    print(map_text(data))
+    if args.plot:
+        print(f"heatmap written to {plot_map(data, args.plot, args.font, err=sys.stderr)}")
+    return 0
