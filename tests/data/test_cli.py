@@ -1,0 +1,119 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tianji_ft.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *argv):
+    code = main(["data", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_convert_prints_one_count_line_and_writes_the_report(capsys, fixtures_dir, tmp_path):
+    out, report = tmp_path / "medqa.jsonl", tmp_path / "report.json"
+    code, stdout, _ = run(capsys, "convert", "medqa", fixtures_dir / "medqa.csv", "-o", out, "--report", report)
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["read"] == data["written"] + data["rejected"] == 9
+    line = stdout.strip()
+    assert "\n" not in line
+    assert f"read {data['read']}, written {data['written']}, rejected {data['rejected']}" in line
+    assert "rejects in" in line
+
+
+def test_convert_options_reach_the_converter(capsys, fixtures_dir, tmp_path):
+    out = tmp_path / "g.json"
+    code, _, _ = run(capsys, "convert", "generic", fixtures_dir / "generic.csv", "-o", out,
+                     "--input-col", "问题", "--output-col", "回答", "--system", "你是医生")
+    assert code == 0
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert records[1]["conversation"][0]["system"] == "你是医生"
+    code, _, _ = run(capsys, "convert", "medqa", fixtures_dir / "medqa.csv", "-o", tmp_path / "m.jsonl",
+                     "--placeholders", "No answers,unanswerable", "--system", "")
+    lines = (tmp_path / "m.jsonl").read_text(encoding="utf-8").splitlines()
+    assert code == 0 and any('"output":"n/a"' in x for x in lines) and "system" not in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "firefly", "MISSING.jsonl", "-o", "OUT.jsonl"], "no such file or folder"),
+    (["convert", "msagent", "FIX/msagent.jsonl", "-o", "OUT.jsonl", "--system", "x"], "do not apply to 'msagent'"),
+    (["convert", "medqa", "FIX/medqa.csv", "-o", "OUT.jsonl", "--answer-col", "答案"], "columns present: Question"),
+    (["convert", "firefly", "FIX/firefly.jsonl", "-o", "OUT.txt"], "output must end in .jsonl"),
+    (["split", "FIX/firefly.jsonl", "-o", "DIR", "--test-ratio", "2"], "between 0 and 1"),
+])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(capsys, fixtures_dir, tmp_path, argv, message):
+    argv = [a.replace("FIX", str(fixtures_dir)).replace("OUT", str(tmp_path / "out")).replace("DIR", str(tmp_path / "d"))
+            for a in argv]
+    code, stdout, stderr = run(capsys, *argv)
+    assert code == 2
+    assert stderr.startswith("tianji-ft: error: ") and stderr.count("\n") == 1 and message in stderr
+    assert "Traceback" not in stderr
+
+
+def test_validate_exit_codes(capsys, fixtures_dir, tmp_path):
+    good = tmp_path / "good.jsonl"
+    assert run(capsys, "convert", "moss", fixtures_dir / "moss.jsonl", "-o", good)[0] == 0
+    code, stdout, _ = run(capsys, "validate", good)
+    assert code == 0 and stdout == ""
+    code, stdout, stderr = run(capsys, "validate", good, fixtures_dir / "alpaca.json")
+    assert code == 1
+    assert stdout.splitlines()[0].startswith(f"{fixtures_dir / 'alpaca.json'}:0: missing 'conversation'")
+    assert "6 problem(s)" in stderr
+
+
+def test_stats_split_dedupe_clean_mix_kinds(capsys, fixtures_dir, tmp_path):
+    data = tmp_path / "wishes.jsonl"
+    assert run(capsys, "convert", "wishes-merge", fixtures_dir / "wishes", "-o", data)[0] == 0
+    code, stdout, _ = run(capsys, "stats", data, "--json")
+    assert code == 0 and json.loads(stdout)["records"] == 4
+    code, stdout, _ = run(capsys, "split", data, "--test-ratio", "0.5", "--seed", "1", "-o", tmp_path / "split")
+    assert code == 0 and (tmp_path / "split" / "test.jsonl").exists() and "read 4, written 4" in stdout
+    code, stdout, _ = run(capsys, "dedupe", data)
+    assert code == 0 and (tmp_path / "wishes.dedup.jsonl").exists()
+    code, stdout, _ = run(capsys, "clean", "wishes", fixtures_dir / "wishes_dirty.jsonl", "-o", tmp_path / "c.jsonl",
+                          "--disable", "min_length", "--enable", "peer_pronoun")
+    assert code == 0 and "rejected 2 (non-answer: 2)" in stdout
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"output": "mix.jsonl", "seed": 0, "sources": [
+        {"path": str(fixtures_dir / "firefly.jsonl"), "kind": "firefly", "cap": 2}]}))
+    code, stdout, _ = run(capsys, "mix", spec)
+    assert code == 0 and "written 2" in stdout
+    code, stdout, _ = run(capsys, "kinds")
+    assert code == 0 and "msagent" in stdout and "in:" in stdout
+
+
+def test_every_subcommand_help_ends_with_an_example(capsys):
+    for command in ("convert", "validate", "stats", "split", "mix", "dedupe", "clean", "kinds"):
+        with pytest.raises(SystemExit):
+            main(["data", command, "--help"])
+        assert "example:\n  tianji-ft data " + command in capsys.readouterr().out
+
+
+def test_as_a_command_in_a_subprocess(fixtures_dir, tmp_path):
+    out = tmp_path / "o.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tianji_ft", "data", "convert", "guanaco",
+                           str(fixtures_dir / "guanaco.jsonl"), "-o", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "read 4, written 2, rejected 2" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "tianji_ft", "data", "convert", "guanaco",
+                           str(tmp_path / "missing.jsonl"), "-o", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("tianji-ft: error:") and "Traceback" not in proc.stderr
+
+
+def test_importing_the_data_package_stays_light():
+    code = ("import sys, tianji_ft.data, tianji_ft.data.registry as r, tianji_ft.data.stats, tianji_ft.data.mix, "
+            "tianji_ft.data.dedupe, tianji_ft.data.split, tianji_ft.data.validate, tianji_ft.cli.data; r._load(); "
+            "heavy = [m for m in ('torch', 'transformers', 'xtuner', 'pandas', 'python_calamine', 'openpyxl', "
+            "'matplotlib', 'datasets') if m in sys.modules]; print(heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,1 @@
+"""Dataset converters and tools for XTuner conversation data."""

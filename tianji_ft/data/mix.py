@@ -1,0 +1,174 @@
+"""Mix several datasets into one, with per-source caps or ratios, seeded.
+
+A spec is a JSON file::
+
+    {"output": "mixed.jsonl", "seed": 42,
+     "sources": [
+       {"name": "firefly", "path": "firefly-train-1.1M.jsonl", "kind": "firefly", "cap": 50000},
+       {"name": "ruozhiba", "path": "ruozhiba_qa.json", "kind": "alpaca", "ratio": 1.0},
+       {"path": "ours.jsonl", "kind": "conversation", "options": {}}]}
+
+Relative paths are resolved against the spec file's folder. ``kind`` is a
+converter name (``conversation`` for already-converted files); ``path`` may
+be a list of files or folders; ``options`` are the converter's options.
+``cap`` keeps at most that many records, ``ratio`` that fraction of them,
+neither keeps all; which ones is a seeded random choice.
+
+Streaming, in two passes: the first converts and counts every source, the
+second converts again and writes the chosen records, interleaved in a
+seeded random order across sources (each source keeps its own order).
+Records a converter rejects go to the rejects file; records left out by a
+cap or ratio are counted in the report under ``NAME: not sampled`` (they
+are still in the source, so they are not copied).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from array import array
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+from tianji_ft.data.accounting import RejectSink, Rejected, Tally, refuse_overwrite, rejects_path, write_report
+from tianji_ft.data.pipeline import check_fields
+from tianji_ft.data.registry import get_converter
+from tianji_ft.data.schema import RecordWriter, check_output_path
+from tianji_ft.data.sources import expand_sources, read_rows
+from tianji_ft.utils.errors import UserError
+
+_SPEC_KEYS = {"output", "seed", "sources"}
+_SOURCE_KEYS = {"name", "path", "kind", "cap", "ratio", "options", "encoding", "sheet"}
+
+
+class Source:
+    def __init__(self, spec_path: Path, i: int, entry: dict):
+        where = f"{spec_path}: sources[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: must be an object with path and kind")
+        unknown = set(entry) - _SOURCE_KEYS
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_SOURCE_KEYS))}")
+        for key in ("path", "kind"):
+            if key not in entry:
+                raise UserError(f"{where}: missing '{key}'")
+        paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        self.paths = [spec_path.parent / p for p in paths]
+        self.converter = get_converter(entry["kind"])
+        self.options = dict(entry.get("options") or {})
+        bad = set(self.options) - set(self.converter.defaults())
+        if bad:
+            raise UserError(f"{where}: option(s) {', '.join(sorted(bad))} do not apply to '{entry['kind']}'")
+        self.name = str(entry.get("name") or Path(str(paths[0])).stem)
+        self.cap, self.ratio = entry.get("cap"), entry.get("ratio")
+        if self.cap is not None and self.ratio is not None:
+            raise UserError(f"{where}: give 'cap' or 'ratio', not both")
+        if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool) or self.cap < 0):
+            raise UserError(f"{where}: 'cap' must be a whole number >= 0, got {self.cap!r}")
+        if self.ratio is not None and (not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio <= 1):
+            raise UserError(f"{where}: 'ratio' must be a number from 0 to 1, got {self.ratio!r}")
+        self.encoding = entry.get("encoding", "utf-8")
+        self.sheet = entry.get("sheet")
+        self.files: list[Path] = []
+        self.good = 0
+
+    def results(self, notes=None) -> Iterator[tuple[Path, int, object, object]]:
+        """(file, index, row, result) for every row of every file of this source."""
+        options = dict(self.options)
+        if self.converter.takes_notes():
+            options["notes"] = notes
+        fields = self.converter.required_fields(options)
+        for path in self.files:
+            origins: deque = deque()
+
+            def rows(path=path):
+                for index, row in read_rows(path, self.encoding, self.sheet):
+                    if index == 0:
+                        check_fields(path, row, fields, self.converter.hint)
+                    origins.append((index, row))
+                    yield row
+
+            for result in self.converter.func(rows(), **options):
+                index, row = origins.popleft()
+                yield path, index, row, result
+
+    def keep_count(self) -> int:
+        if self.cap is not None:
+            return min(self.cap, self.good)
+        if self.ratio is not None:
+            return round(self.ratio * self.good)
+        return self.good
+
+
+def load_spec(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such spec file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list) or not spec["sources"]:
+        raise UserError(f"{path}: a mix spec is an object with a non-empty 'sources' list (see data/mix/llama3_chinese.json)")
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+    return spec
+
+
+def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | None = None,
+        report: str | Path | None = None) -> tuple[Tally, Path]:
+    """Build the mixed dataset described by ``spec_path``; return the tally and output path."""
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path)
+    if output is None and not spec.get("output"):
+        raise UserError(f"{spec_path}: no 'output' in the spec; add one or pass -o")
+    out = check_output_path(Path(output) if output is not None else spec_path.parent / spec["output"])
+    seed = seed if seed is not None else spec.get("seed", 0)
+    sources = [Source(spec_path, i, entry) for i, entry in enumerate(spec["sources"])]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise UserError(f"{spec_path}: source names must differ; give each a 'name'")
+    for s in sources:
+        s.files = expand_sources(s.paths, exclude=[out, rejects_path(out)])
+    refuse_overwrite([f for s in sources for f in s.files], out, rejects_path(out))
+    tally = Tally()
+    with RejectSink(rejects_path(out)) as sink:
+        for s in sources:  # pass 1: convert and count
+            for path, index, row, result in s.results(tally.notes):
+                tally.read += 1
+                if isinstance(result, Rejected):
+                    tally.reject(f"{s.name}: {result.reason}")
+                    sink.add(path, index, result.reason, row, result.detail, source_name=s.name)
+                else:
+                    s.good += 1
+        rng = random.Random(seed)
+        chosen = []
+        for s in sources:
+            keep = s.keep_count()
+            flags = bytearray(s.good)
+            for i in rng.sample(range(s.good), keep):
+                flags[i] = 1
+            chosen.append(flags)
+            if s.good - keep:
+                tally.reject(f"{s.name}: not sampled", s.good - keep)
+        order = array("H", (i for i, s in enumerate(sources) for _ in range(s.keep_count())))
+        rng.shuffle(order)
+        streams = [_chosen_records(s, flags) for s, flags in zip(sources, chosen)]
+        with RecordWriter(out) as writer:  # pass 2: write the chosen ones, interleaved
+            for i in order:
+                writer.write(next(streams[i]))
+    tally.written = writer.count
+    tally.check()
+    write_report(report, tally)
+    return tally, out
+
+
+def _chosen_records(source: Source, flags: bytearray) -> Iterator[dict]:
+    good = 0
+    for _, _, _, result in source.results():
+        if not isinstance(result, Rejected):
+            if flags[good]:
+                yield result
+            good += 1

@@ -1,0 +1,394 @@
+"""XTuner's single-file conversation format: the record type, its validation,
+and the readers and writers of ``.json`` / ``.jsonl`` files.
+
+A record::
+
+    {"conversation": [
+        {"system": "你是一位医生", "input": "头疼怎么办？", "output": "先休息……"},
+        {"input": "还是疼呢？", "output": "请及时就医。"}
+    ]}
+
+``system`` is optional. In the first turn it is the system prompt. A later
+turn may carry one too: XTuner renders it as a system message before that
+turn's input, which is how MS-Agent tool responses are trained
+(``msagent_react_map_fn`` produces such turns); such a turn may have an empty
+``input``. Every other turn needs a non-empty ``input``, and every turn a
+non-empty ``output``. Keys other than ``conversation`` at the top level are
+allowed (XTuner ignores them); keys other than system/input/output inside a
+turn are not.
+
+Readers stream: JSONL line by line, JSON arrays element by element (the
+array is never held whole), so memory stays flat however large the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, List, TypedDict
+
+from tianji_ft.data.jsonfast import dumps, dumps_line, fast_loads, loads, std_loads
+from tianji_ft.utils.errors import UserError
+from tianji_ft.utils.fsio import atomic_open
+
+TURN_KEYS = frozenset(("system", "input", "output"))
+JSON_SUFFIXES = (".jsonl", ".json")
+
+
+class Turn(TypedDict, total=False):
+    system: str
+    input: str
+    output: str
+
+
+class Record(TypedDict):
+    conversation: List[Turn]
+
+
+def record_problems(record: Any) -> list[str]:
+    """What is wrong with ``record`` as a conversation record (empty list: nothing)."""
+    if not isinstance(record, dict):
+        return [f"record is a JSON {_json_type(record)}, not an object"]
+    conv = record.get("conversation")
+    if conv is None:
+        keys = ", ".join(record) or "none"
+        return [f"missing 'conversation' (keys present: {keys}); convert it first with 'tianji-ft data convert'"]
+    if not isinstance(conv, list) or not conv:
+        return ["'conversation' must be a non-empty list of turns"]
+    problems = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict):
+            problems.append(f"turn {i}: a JSON {_json_type(turn)}, not an object")
+            continue
+        unknown = [k for k in turn if k not in TURN_KEYS]
+        if unknown:
+            problems.append(f"turn {i}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: system, input, output")
+        for key in ("system", "input", "output"):
+            if key in turn and not isinstance(turn[key], str):
+                problems.append(f"turn {i}: '{key}' is a JSON {_json_type(turn[key])}, not text")
+        if "output" not in turn:
+            problems.append(f"turn {i}: missing 'output'")
+        elif isinstance(turn["output"], str) and not turn["output"].strip():
+            problems.append(f"turn {i}: empty 'output'")
+        has_system = isinstance(turn.get("system"), str) and turn["system"].strip()
+        if "input" not in turn:
+            problems.append(f"turn {i}: missing 'input'")
+        elif isinstance(turn["input"], str) and not turn["input"].strip() and not has_system:
+            problems.append(f"turn {i}: empty 'input'")
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), (str, "string"), (int, "number"), (float, "number"),
+                       (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+# ----------------------------------------------------------------- reading
+
+def iter_json_values(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, value)`` for every record of a JSON or JSONL file.
+
+    Accepts JSONL, a JSON array, a single JSON object, or whitespace-separated
+    JSON values, whatever the extension says (tutorials write JSON arrays
+    into files named ``.jsonl``). Blank lines are not records. Raises
+    :class:`UserError` naming the file, line and column of malformed JSON,
+    and saying so when the file is not in ``encoding``.
+    """
+    path = Path(path)
+    first = _first_byte(path)
+    if first is None:
+        raise UserError(f"{path}: the file is empty; expected JSON or JSONL records")
+    if first != b"[" and path.suffix.lower() == ".jsonl":
+        yield from _iter_jsonl(path, encoding)
+    else:
+        yield from _iter_json_text(path, encoding)
+
+
+def iter_records(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
+    """Like :func:`iter_json_values`, but a file without any record is an error."""
+    empty = True
+    for item in iter_json_values(path, encoding):
+        empty = False
+        yield item
+    if empty:
+        raise UserError(f"{path}: no records (an empty JSON array)")
+
+
+def _first_byte(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            while head:
+                stripped = head.lstrip(codecs.BOM_UTF8).lstrip()
+                if stripped:
+                    return stripped[:1]
+                head = fh.read(4096)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give a file") from None
+    return None
+
+
+_BLANK = object()
+
+
+def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
+    # Hot loop: orjson straight on the bytes; anything unusual (a blank line,
+    # a BOM, another encoding, an error) takes the careful path.
+    fast = fast_loads if codecs.lookup(encoding).name == "utf-8" else None
+    index = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                value = fast(raw)
+            except Exception:
+                value = _careful_line(path, lineno, raw, encoding)
+                if value is _BLANK:
+                    continue
+            yield index, value
+            index += 1
+
+
+def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(index, line)`` of a UTF-8 JSONL file: each line checked to be JSON,
+    returned as its bytes (newline-terminated) for copying without re-encoding."""
+    path = Path(path)
+    index = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                fast_loads(raw)
+            except Exception:
+                if _careful_line(path, lineno, raw, "utf-8") is _BLANK:
+                    continue
+                raw = raw[3:] if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+            yield index, raw if raw.endswith(b"\n") else raw + b"\n"
+            index += 1
+
+
+def is_jsonl(path: str | Path) -> bool:
+    """True for a ``.jsonl`` file that really holds one value a line (not an array)."""
+    path = Path(path)
+    return path.suffix.lower() == ".jsonl" and _first_byte(path) not in (b"[", None)
+
+
+def _careful_line(path: Path, lineno: int, raw: bytes, encoding: str) -> Any:
+    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[3:]
+    if not raw or raw.isspace():
+        return _BLANK
+    try:
+        return loads(raw.decode(encoding))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike
+        raise _line_error(path, lineno, raw, encoding, err) from None
+
+
+def _line_error(path: Path, lineno: int, raw: bytes, encoding: str, err: Exception) -> UserError:
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as bad:
+        return encoding_error(path, encoding, line=lineno, byte=raw[bad.start])
+    try:
+        std_loads(text)
+    except json.JSONDecodeError as exact:
+        return UserError(f"{path}:{lineno}:{exact.colno}: malformed JSON: {exact.msg}")
+    return UserError(f"{path}:{lineno}: malformed JSON: {err}")
+
+
+def encoding_error(path: Path, encoding: str, line: int | None = None, byte: int | None = None) -> UserError:
+    """The one-line error for a file that is not in ``encoding``."""
+    if line is None:
+        line, byte = _find_undecodable(path, encoding)
+    where = f"{path}:{line}" if line else str(path)
+    got = f" (byte 0x{byte:02x})" if byte is not None else ""
+    return UserError(
+        f"{where}: not valid {encoding} text{got}; re-save it as UTF-8, or pass --encoding "
+        "with the file's encoding (e.g. --encoding gb18030 for Chinese Windows files)"
+    )
+
+
+def _find_undecodable(path: Path, encoding: str) -> tuple[int | None, int | None]:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                return line + block.count(b"\n", 0, err.start), block[err.start]
+            line += block.count(b"\n")
+    return None, None
+
+
+_NON_WS = re.compile(r"[^ \t\r\n]")
+
+
+class _Scanner:
+    """Pull JSON values one at a time out of a text file read in chunks."""
+
+    def __init__(self, fh, path: Path):
+        self.fh, self.path = fh, path
+        self.buf, self.pos, self.eof = "", 0, False
+        self.base_line, self.base_col = 1, 0  # where buf[0] sits in the file
+        self.chunk = 1 << 16
+        self.decoder = json.JSONDecoder()
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(self.chunk)
+        if not data:
+            self.eof = True
+            return False
+        if self.pos > (1 << 20) or self.pos * 2 > len(self.buf):
+            lines = self.buf.count("\n", 0, self.pos)
+            if lines:
+                self.base_line += lines
+                self.base_col = self.pos - self.buf.rfind("\n", 0, self.pos) - 1
+            else:
+                self.base_col += self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+        self.buf += data
+        return True
+
+    def error(self, pos: int, message: str) -> UserError:
+        lines = self.buf.count("\n", 0, pos)
+        line = self.base_line + lines
+        col = pos - self.buf.rfind("\n", 0, pos) if lines else self.base_col + pos + 1
+        return UserError(f"{self.path}:{line}:{col}: malformed JSON: {message}")
+
+    def peek(self) -> str | None:
+        """The next non-whitespace character (not consumed); None at the end."""
+        while True:
+            m = _NON_WS.search(self.buf, self.pos)
+            if m:
+                self.pos = m.start()
+                return self.buf[self.pos]
+            self.pos = len(self.buf)
+            if not self._fill():
+                return None
+
+    def value(self) -> Any:
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as err:
+                # A value cut by the chunk boundary fails near the buffer's end
+                # (or as an unterminated string): read on and retry.
+                cut = err.pos >= len(self.buf) - 16 or err.msg.startswith("Unterminated string")
+                if cut and self._fill():
+                    self.chunk = min(self.chunk * 2, 1 << 24)
+                    continue
+                raise self.error(err.pos, err.msg) from None
+            if end == len(self.buf) and self._fill():
+                continue  # a number or literal may go on in the next chunk
+            self.pos, self.chunk = end, 1 << 16
+            return value
+
+
+def _iter_json_text(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
+    enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        with open(path, encoding=enc, newline="") as fh:
+            yield from _scan(_Scanner(fh, path))
+    except UnicodeDecodeError:
+        raise encoding_error(path, encoding) from None
+
+
+def _scan(sc: _Scanner) -> Iterator[tuple[int, Any]]:
+    char = sc.peek()
+    index = 0
+    if char != "[":
+        while char is not None:  # JSONL content, one object, or concatenated values
+            yield index, sc.value()
+            index += 1
+            char = sc.peek()
+        return
+    sc.pos += 1
+    char = sc.peek()
+    if char == "]":
+        sc.pos += 1
+    else:
+        while True:
+            if char is None:
+                raise sc.error(sc.pos, "the file ends inside the array (missing ']')")
+            yield index, sc.value()
+            index += 1
+            char = sc.peek()
+            if char == ",":
+                sc.pos += 1
+                char = sc.peek()
+            elif char == "]":
+                sc.pos += 1
+                break
+            elif char is None:
+                raise sc.error(sc.pos, "the file ends inside the array (missing ']')")
+            else:
+                raise sc.error(sc.pos, "expected ',' or ']' after an array element")
+    if sc.peek() is not None:
+        raise sc.error(sc.pos, "extra data after the closing ']'")
+
+
+# ----------------------------------------------------------------- writing
+
+def check_output_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in JSON_SUFFIXES:
+        raise UserError(f"{path}: output must end in .jsonl (one record a line) or .json (an array)")
+    return path
+
+
+class RecordWriter:
+    """Write records to ``.jsonl`` (one a line) or ``.json`` (an array, one
+    record a line), atomically: the file appears complete or not at all.
+
+    Use as a context manager; an exception inside leaves ``path`` untouched.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = check_output_path(path)
+        self.array = self.path.suffix.lower() == ".json"
+        self.count = 0
+        self._ctx = atomic_open(self.path, "wb")
+        self._fh = None
+
+    def __enter__(self) -> "RecordWriter":
+        self._fh = self._ctx.__enter__()
+        if self.array:
+            self._fh.write(b"[")
+        else:
+            self.write = self._line_writer()  # the hot path: no per-record branching
+        return self
+
+    def _line_writer(self):
+        put = self._fh.write
+
+        def write(record: Any) -> None:
+            put(dumps_line(record))
+            self.count += 1
+
+        return write
+
+    def write(self, record: Any) -> None:
+        self._fh.write(b"\n" if not self.count else b",\n")
+        self._fh.write(dumps(record))
+        self.count += 1
+
+    def __exit__(self, *exc) -> bool:
+        if exc[0] is None and self.array:
+            self._fh.write(b"\n]\n" if self.count else b"]\n")
+        return bool(self._ctx.__exit__(*exc))
+
+
+def write_records(path: str | Path, records) -> int:
+    """Write an iterable of records to ``path``; return how many."""
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count

@@ -1,0 +1,151 @@
+"""Statistics of a converted file: sizes, length percentiles, empties, duplicates.
+
+Lengths are per record, all turns' system + input + output together, in
+characters (and in tokens when a tokenizer is given: transformers is
+imported only then). ``plot_lengths`` draws a histogram with matplotlib's
+Agg backend (imported only then).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tianji_ft.data.dedupe import exact_key
+from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.utils.errors import UserError
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def percentiles(values, points=PERCENTILES) -> dict:
+    """Nearest-rank percentiles plus min, mean and max (all 0 for no values)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"min": 0, "mean": 0, **{f"p{p}": 0 for p in points}, "max": 0}
+    n = len(ordered)
+    out: dict[str, Any] = {"min": ordered[0], "mean": round(sum(ordered) / n, 1)}
+    for p in points:
+        out[f"p{p}"] = ordered[max(math.ceil(p / 100 * n) - 1, 0)]
+    out["max"] = ordered[-1]
+    return out
+
+
+def _record_text(record: Any) -> str:
+    turns = record.get("conversation") if isinstance(record, dict) else None
+    if not isinstance(turns, list):
+        return ""
+    return "\n".join(str(t.get(k, "")) for t in turns if isinstance(t, dict) for k in ("system", "input", "output")
+                     if t.get(k))
+
+
+@dataclass
+class DatasetStats:
+    summary: dict  # JSON-ready: counts and percentiles
+    chars: array  # characters per record
+    tokens: array | None  # tokens per record, when a tokenizer was given
+
+
+def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str = "utf-8",
+                  batch: int = 512) -> DatasetStats:
+    """Counts and length distributions of one converted file."""
+    chars = array("l")
+    tokens = array("l")
+    turns_per_record = array("l")
+    empty = {"system": 0, "input": 0, "output": 0}
+    seen: set[bytes] = set()
+    duplicates = invalid = 0
+    tok = _load_tokenizer(tokenizer) if tokenizer else None
+    pending: list[str] = []
+    for _, record in iter_records(path, encoding):
+        if record_problems(record):
+            invalid += 1
+        key = exact_key(record)
+        duplicates += key in seen
+        seen.add(key)
+        turns = record.get("conversation") if isinstance(record, dict) else None
+        turns = turns if isinstance(turns, list) else []
+        turns_per_record.append(len(turns))
+        for turn in turns:
+            if isinstance(turn, dict):
+                for k in empty:
+                    if k in turn and not str(turn[k]).strip():
+                        empty[k] += 1
+        text = _record_text(record)
+        chars.append(len(text))
+        if tok is not None:
+            pending.append(text)
+            if len(pending) >= batch:
+                tokens.extend(_count_tokens(tok, pending))
+                pending.clear()
+    if tok is not None and pending:
+        tokens.extend(_count_tokens(tok, pending))
+    stats = {
+        "file": str(path),
+        "records": len(chars),
+        "turns": int(sum(turns_per_record)),
+        "turns_per_record": percentiles(turns_per_record),
+        "chars": percentiles(chars),
+        "empty_fields": empty,
+        "exact_duplicates": duplicates,
+        "invalid_records": invalid,
+    }
+    if tok is not None:
+        stats["tokens"] = percentiles(tokens)
+    return DatasetStats(stats, chars, tokens if tok is not None else None)
+
+
+def _load_tokenizer(path: str):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise UserError("--tokenizer needs transformers; install it (pip install transformers)") from None
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot load a tokenizer: {str(err).splitlines()[0]}") from None
+
+
+def _count_tokens(tok, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def plot_lengths(stats: DatasetStats, out: str | Path) -> Path:
+    """Write a length histogram (characters, and tokens when counted) to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed, and no GUI toolkit import
+    import matplotlib.pyplot as plt
+
+    from tianji_ft.utils.fsio import atomic_open
+
+    series = [(name, values) for name, values in (("chars", stats.chars), ("tokens", stats.tokens))
+              if values is not None]
+    summary = stats.summary
+    fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series):
+        ax.hist(list(values), bins=min(50, max(len(values), 1)), color="#4c72b0")
+        ax.set_xlabel(f"{name} per record")
+        ax.set_ylabel("records")
+        ax.set_title(f"{Path(summary['file']).name}: {name} (p50 {summary[name]['p50']}, p99 {summary[name]['p99']})")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_open(out, "wb") as fh:
+        fig.savefig(fh, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
+
+
+def format_stats(stats: dict) -> str:
+    """A short human-readable report."""
+    lines = [f"{stats['file']}: {stats['records']} records, {stats['turns']} turns"]
+    for name in ("turns_per_record", "chars", "tokens"):
+        if name in stats:
+            lines.append(f"  {name:17} " + "  ".join(f"{k} {v}" for k, v in stats[name].items()))
+    lines.append("  empty fields      " + "  ".join(f"{k} {v}" for k, v in stats["empty_fields"].items()))
+    lines.append(f"  exact duplicates  {stats['exact_duplicates']}")
+    lines.append(f"  invalid records   {stats['invalid_records']}")
+    return "\n".join(lines)
