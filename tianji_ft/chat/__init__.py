@@ -1,0 +1,1 @@
+"""Talking to a model: prompt templates, the chat engine, the history window, evaluation."""
