@@ -1,0 +1,18 @@
+"""tianji-ft status: is a training run running, finished or failed?"""
+
+from tianji_ft.cli._common import add_verb
+
+
+def register(sub) -> None:
+    p = add_verb(sub, "status", "Show the state of a training run (running, finished, failed).",
+                 "tianji-ft status work_dirs/internlm2_chat_7b_qlora_wishes_e3", run)
+    p.add_argument("work_dir")
+
+
+def run(args) -> int:
+    from tianji_ft.launch.detach import status
+
+    info = status(args.work_dir)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return 0 if info["state"] in ("running", "finished") else 1

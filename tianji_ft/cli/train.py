@@ -1,0 +1,86 @@
+"""tianji-ft train: run an XTuner config with the compatibility layer, a manifest and honest exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tianji_ft.cli._common import add_verb
+
+EXAMPLE = """tianji-ft train internlm2_chat_7b_qlora_wishes_e3 --tiny            # any config on a laptop CPU
+tianji-ft train internlm2_chat_7b_qlora_wishes_e3 --model /models/internlm2-chat-7b \\
+    --data data/wishes/tianji-wishes-chinese-v0.2.json --deepspeed zero2 --work-dir work_dirs/wishes"""
+
+# flag -> TIANJI_* variable the configs read (see tianji_ft/configs/settings.py)
+SETTING_FLAGS = {
+    "epochs": "TIANJI_EPOCHS", "batch_size": "TIANJI_BATCH_SIZE", "accum": "TIANJI_ACCUM",
+    "max_length": "TIANJI_MAX_LENGTH", "lr": "TIANJI_LR", "system": "TIANJI_SYSTEM",
+    "seed": "TIANJI_SEED",
+}
+
+
+def register(sub) -> None:
+    p = add_verb(sub, "train", "Train a config from xtuner_configs/ (or any XTuner config file).", EXAMPLE, run)
+    p.add_argument("config", help="config name (tianji-ft configs list) or path")
+    p.add_argument("--model", help="base model path (default: the config's model)")
+    p.add_argument("--data", nargs="+", default=[], help="training data files")
+    p.add_argument("--work-dir", help="default: work_dirs/CONFIG_NAME")
+    p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload|none|PATH (default: the config's)")
+    p.add_argument("--gpus", type=int, default=1, help="processes per node (torchrun when > 1)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--master-addr", default="127.0.0.1")
+    p.add_argument("--master-port", type=int)
+    p.add_argument("--launcher", choices=["slurm"], help="run under srun (inside an allocation)")
+    p.add_argument("--resume", help="'auto' (the work dir's last checkpoint) or a checkpoint path")
+    p.add_argument("--tiny", action="store_true", help="use the tiny model of the config's family and its sample data")
+    p.add_argument("--dry-run", action="store_true", help="check data against the config and print counts; no training")
+    p.add_argument("--detach", action="store_true", help="run in the background; follow with tianji-ft logs WORK_DIR -f")
+    p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
+    for flag in ("epochs", "batch_size", "accum", "max_length", "seed"):
+        p.add_argument("--" + flag.replace("_", "-"), type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--eval-prompts", nargs="+", help="prompts the evaluation hook generates for")
+
+
+def build_request(args):
+    from tianji_ft.launch.train import TrainRequest
+
+    settings = {env: str(getattr(args, flag)) for flag, env in SETTING_FLAGS.items()
+                if getattr(args, flag) is not None}
+    if args.eval_prompts:
+        settings["TIANJI_EVAL_PROMPTS"] = json.dumps(args.eval_prompts, ensure_ascii=False)
+    return TrainRequest(
+        config=args.config, model=args.model, data=args.data, work_dir=args.work_dir, deepspeed=args.deepspeed,
+        gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
+        master_port=args.master_port, launcher=args.launcher, resume=args.resume, tiny=args.tiny,
+        settings=settings, cfg_options=args.sets,
+    )
+
+
+def run(args) -> int:
+    from tianji_ft.launch import train as launcher
+
+    req = build_request(args)
+    if args.dry_run:
+        from tianji_ft.launch.dryrun import dry_run
+
+        p = launcher.plan(req)
+        report = dry_run(p["manifest"]["config"]["path"], p["env"], p["manifest"]["cfg_options"])
+        for key in ("samples", "packed_rows", "iters_per_epoch", "optimizer_steps_per_epoch", "tokens_per_epoch"):
+            print(f"{key}: {report.get(key)}")
+        for example in report.get("examples", [])[:2]:
+            print("example:", example)
+        return 0
+    if args.detach:
+        from pathlib import Path
+
+        from tianji_ft.launch.detach import start_detached
+
+        work_dir = launcher.plan(req)["work_dir"]
+        pid = start_detached(req, Path(work_dir))
+        print(f"[tianji-ft] training in the background (pid {pid}); follow: tianji-ft logs {work_dir} -f")
+        return 0
+    return launcher.train(req, out=sys.stdout)

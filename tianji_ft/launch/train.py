@@ -1,0 +1,213 @@
+"""The training launcher behind ``tianji-ft train``.
+
+It resolves a config (by name or path), turns settings into the config's
+TIANJI_* environment variables (the same ones plain ``xtuner train`` reads),
+picks the DeepSpeed JSON, writes the run manifest, runs XTuner's train
+module through the compatibility entry point, and records the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tianji_ft.launch import runner as run
+from tianji_ft.launch.manifest import now_iso, package_versions, read_manifest, write_manifest
+from tianji_ft.utils.errors import StepFailed, UserError
+from tianji_ft.utils.fsio import sha256_file
+from tianji_ft.utils.paths import CONFIGS_DIR, PROJECT_ROOT
+
+DEEPSPEED_NAMES = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
+DEEPSPEED_DIR = CONFIGS_DIR / "deepspeed"
+TRAIN_LOG = "train.log"
+
+
+@dataclass
+class TrainRequest:
+    config: str
+    model: str | None = None
+    data: list[str] = field(default_factory=list)
+    work_dir: str | None = None
+    deepspeed: str | None = None  # name, path, "none", or None for the config's default
+    gpus: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    launcher: str | None = None  # None (local / torchrun) or "slurm"
+    resume: str | None = None  # "auto", a checkpoint path, or None
+    tiny: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # TIANJI_* variable -> value
+    cfg_options: list[str] = field(default_factory=list)
+    log_to_terminal: bool = False
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_deepspeed(choice: str | None, cuda: bool) -> tuple[str | None, str]:
+    """(JSON path or None, a note for the user)."""
+    if choice in (None, "", "none"):
+        return None, "DeepSpeed off"
+    if choice in DEEPSPEED_NAMES:
+        name = choice if cuda else f"{choice}_cpu_bf16"
+        note = f"DeepSpeed {choice}" + ("" if cuda else f" (no CUDA: using {name}.json, bf16; DeepSpeed on CPU refuses fp16)")
+        return str(DEEPSPEED_DIR / f"{name}.json"), note
+    path = Path(choice)
+    if not path.is_file():
+        raise UserError(f"--deepspeed {choice}: neither a name ({', '.join(DEEPSPEED_NAMES)}, none) nor a JSON file")
+    return str(path.resolve()), f"DeepSpeed config {path}"
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    marker = work_dir / "last_checkpoint"
+    if marker.is_file():
+        path = marker.read_text().strip()
+        if path and Path(path).exists():
+            return path
+    return None
+
+
+def _config_and_meta(config: str) -> tuple[Path, dict]:
+    from tianji_ft.configs.registry import config_meta, resolve_config
+
+    path = resolve_config(config)
+    return path, config_meta(path)
+
+
+def _data_entries(files: list[str]) -> list[dict]:
+    entries = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"data file {name} not found; pass existing files with --data")
+        entries.append({"path": str(path.resolve()), "sha256": sha256_file(path)})
+    return entries
+
+
+def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
+    """Everything the run will do, without doing it: command, env, manifest."""
+    cuda = cuda_available() if cuda is None else cuda
+    config_path, meta = _config_and_meta(req.config)
+    name = meta.get("name") or config_path.stem
+    work_dir = Path(req.work_dir or Path("work_dirs") / name).resolve()
+    settings = dict(req.settings)
+    notes = []
+    model, data = req.model, list(req.data)
+    if req.tiny:
+        from tianji_ft.launch.tiny import ensure_tiny_model
+
+        family = meta.get("family", "internlm2")
+        model = model or str(ensure_tiny_model(family))
+        if not data:
+            data = [str(PROJECT_ROOT / p) for p in meta.get("tiny_data", [])]
+        # A few short packed rows: zero-length warmup would be rejected by mmengine.
+        for key, value in (("TIANJI_MAX_LENGTH", "256"), ("TIANJI_ACCUM", "1"), ("TIANJI_WARMUP_RATIO", "0"),
+                           ("TIANJI_EPOCHS", "1"), ("TIANJI_BATCH_SIZE", "1")):
+            settings.setdefault(key, value)
+        notes.append(f"--tiny: tiny {family} model {model}")
+    if model:
+        settings["TIANJI_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
+    if data:
+        settings["TIANJI_DATA"] = os.pathsep.join(str(Path(p).resolve()) for p in data)
+    settings["TIANJI_WORK_DIR"] = str(work_dir)
+    cfg_options = list(req.cfg_options)
+    if meta.get("quantized") and not cuda:
+        cfg_options.append("model.llm.quantization_config=None")
+        notes.append("no CUDA: bitsandbytes 4-bit cannot load on CPU, training plain LoRA instead of QLoRA")
+    ds_choice = req.deepspeed if req.deepspeed is not None else meta.get("deepspeed")
+    ds_path, ds_note = resolve_deepspeed(ds_choice, cuda)
+    notes.append(ds_note)
+    resume = req.resume
+    if resume == "auto":
+        resume = last_checkpoint(work_dir)
+        notes.append(f"resuming from {resume}" if resume else "--resume auto: no checkpoint yet, starting fresh")
+    args = [str(config_path), "--work-dir", str(work_dir)]
+    if ds_path:
+        args += ["--deepspeed", ds_path]
+    if resume:
+        args += ["--resume", str(resume)]
+    if cfg_options:
+        args += ["--cfg-options", *cfg_options]
+    world = req.gpus * req.nnodes
+    if req.launcher == "slurm":
+        cmd = ["srun", f"--nodes={req.nnodes}", f"--ntasks-per-node={req.gpus}", f"--gres=gpu:{req.gpus}",
+               *run.tool_command("train", [*args, "--launcher", "slurm"])]
+    elif world > 1:
+        cmd = run.torchrun_command("train", args, nproc=req.gpus, nnodes=req.nnodes, node_rank=req.node_rank,
+                                   master_addr=req.master_addr, master_port=req.master_port)
+    else:
+        cmd = run.tool_command("train", args)
+    env = run.launch_env(single_process=world == 1 and req.launcher != "slurm", extra=settings)
+    if not cuda:
+        env.setdefault("OMP_NUM_THREADS", "1" if world > 1 else str(min(4, os.cpu_count() or 1)))
+    data_files = [p for p in settings.get("TIANJI_DATA", "").split(os.pathsep) if p]
+    manifest = {
+        "config": {"name": name, "version": meta.get("version"), "path": str(config_path),
+                   "sha256": sha256_file(config_path)},
+        "model": settings.get("TIANJI_MODEL") or (meta.get("hub") or {}).get("huggingface"),
+        "family": meta.get("family"),
+        "template": meta.get("template"),
+        "system": settings.get("TIANJI_SYSTEM", meta.get("system", "")),
+        "lora": bool(meta.get("lora", True)),
+        "quantized": bool(meta.get("quantized")) and cuda,
+        "data": _data_entries(data_files) if data_files else [],
+        "env": settings,
+        "cfg_options": cfg_options,
+        "deepspeed": ds_path,
+        "world_size": world,
+        "tiny": req.tiny,
+        "command": cmd,
+    }
+    return {"work_dir": work_dir, "cmd": cmd, "env": env, "manifest": manifest, "notes": notes}
+
+
+def train(req: TrainRequest, runner: run.Runner | None = None, out=sys.stdout) -> int:
+    """Run training; return the training process's exit code (0 on success).
+
+    A failure raises :class:`StepFailed` naming the 'train' step.
+    """
+    p = plan(req)
+    work_dir: Path = p["work_dir"]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for note in p["notes"]:
+        print(f"[tianji-ft] {note}", file=out, flush=True)
+    manifest = dict(p["manifest"], packages=package_versions(), started=now_iso(), ended=None,
+                    exit_code=None, last_checkpoint=None)
+    write_manifest(work_dir, manifest)
+    log_path = None if req.log_to_terminal else work_dir / TRAIN_LOG
+    print(f"[tianji-ft] training {manifest['config']['name']} -> {work_dir}"
+          + (f" (log: {log_path})" if log_path else ""), file=out, flush=True)
+    rc, start = 1, time.monotonic()
+    try:
+        run.run_step("train", p["cmd"], p["env"], log_path, runner=runner)
+        rc = 0
+    except StepFailed as err:
+        rc = err.returncode
+        raise
+    finally:
+        manifest.update(ended=now_iso(), exit_code=rc, last_checkpoint=last_checkpoint(work_dir),
+                        elapsed_s=round(time.monotonic() - start, 1))
+        write_manifest(work_dir, manifest)
+        if rc == 0:
+            from tianji_ft.launch.lossplot import plot_loss
+
+            png = plot_loss(work_dir)
+            if png:
+                print(f"[tianji-ft] loss curve: {png}", file=out, flush=True)
+    return rc
+
+
+def request_to_json(req: TrainRequest) -> str:
+    return json.dumps(asdict(req), ensure_ascii=False)
+
+
+def previous_manifest(work_dir: str | Path) -> dict | None:
+    return read_manifest(work_dir, required=False)
