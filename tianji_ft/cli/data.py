@@ -52,8 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--question-col", help="medqa: question column (default Question)")
     p.add_argument("--answer-col", help="medqa: answer column (default Answer)")
     p.add_argument("--placeholders", metavar="LIST",
-                   help="medqa: comma-separated answers to reject, case-insensitive "
-                        "(default: empty,n/a,na,none,no answer,no answers,unanswerable)")
+                   help="medqa: comma-separated placeholder answers to reject, case-insensitive, replacing "
+                        "the default n/a,na,none,no answer,no answers,unanswerable (empty answers are always rejected)")
     p.add_argument("--input-col", help="generic: input column")
     p.add_argument("--output-col", help="generic: output column")
     p.add_argument("--system-col", help="generic: system prompt column (empty cells fall back to --system)")
@@ -125,7 +125,7 @@ def _convert(args) -> int:
 
     options = {k: getattr(args, k) for k in _CONVERT_OPTIONS if getattr(args, k) is not None}
     if "placeholders" in options:
-        options["placeholders"] = [""] + [p for p in options["placeholders"].split(",")]
+        options["placeholders"] = options["placeholders"].split(",")
     tally = convert_files(args.kind, args.sources, args.output, options=options, encoding=args.encoding,
                           sheet=args.sheet, report=args.report)
     _summary(args.output, tally)

@@ -79,7 +79,7 @@ def read_rows(path: str | Path, encoding: str = "utf-8", sheet: str | None = Non
     raise UserError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .csv or .xlsx")
 
 
-def _header(path: Path, cells: list) -> list[str]:
+def _header(cells: list) -> list[str]:
     names, seen = [], set()
     for i, cell in enumerate(cells):
         name = as_text(cell).strip() or f"column{i + 1}"
@@ -95,7 +95,7 @@ def _rows_from_table(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, di
     header = None
     for cells in rows:  # the first non-empty row is the header
         if any(as_text(c).strip() for c in cells):
-            header = _header(path, cells)
+            header = _header(cells)
             break
     if header is None:
         raise UserError(f"{path}: the file is empty; expected a header row, then data rows")
