@@ -117,3 +117,12 @@ def test_importing_the_data_package_stays_light():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_package_exports_the_library_functions_lazily():
+    import tianji_ft.data as data
+
+    for name in data.__all__:
+        assert callable(getattr(data, name)), name
+    with pytest.raises(AttributeError):
+        data.no_such_thing
