@@ -1,0 +1,141 @@
+"""``tianji-ft eval``: answer a test set, score it, and compare with a base model.
+
+Every prompt is answered in a fresh context (its own record's earlier turns
+only), in padded batches, with the seed set before each batch so a rerun
+gives the same answers. Writes ``answers.jsonl``, ``metrics.json`` and
+``report.md`` (the two models' answers side by side with ``--compare``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tianji_ft.chat.engine import GenerationParams
+from tianji_ft.chat.metrics import answer_metrics
+from tianji_ft.chat.report import write_report
+from tianji_ft.utils.errors import UserError
+from tianji_ft.utils.fsio import atomic_open, write_json
+
+
+@dataclass
+class EvalItem:
+    id: str
+    messages: list[dict]  # ends with the user turn to answer
+    reference: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        return self.messages[-1]["content"]
+
+
+def _records(path: Path) -> list[tuple[int, dict]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" or text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of records")
+        return list(enumerate(data, 1))
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or drop the line") from None
+    return rows
+
+
+def load_test_data(path: str | Path) -> list[EvalItem]:
+    """Conversation records (XTuner format): the last turn is asked, its output is the reference."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; pass the test split, e.g. data/medqa_split/test.jsonl")
+    items = []
+    for where, record in _records(path):
+        turns = record.get("conversation") if isinstance(record, dict) else None
+        if not turns or not all(isinstance(t, dict) and isinstance(t.get("input"), str) for t in turns):
+            raise UserError(f"{path}:{where}: expected {{\"conversation\": [{{\"input\": ..., \"output\": ...}}]}}; "
+                            "convert it with 'tianji-ft data convert'")
+        messages = [{"role": "system", "content": turns[0]["system"]}] if turns[0].get("system") else []
+        for turn in turns[:-1]:
+            messages += [{"role": "user", "content": turn["input"]},
+                         {"role": "assistant", "content": turn.get("output") or ""}]
+        messages.append({"role": "user", "content": turns[-1]["input"]})
+        items.append(EvalItem(str(len(items) + 1), messages, turns[-1].get("output")))
+    if not items:
+        raise UserError(f"{path}: no records")
+    return items
+
+
+def load_prompts(path: str | Path) -> list[EvalItem]:
+    """One prompt per non-empty line; no references."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; pass a text file with one prompt per line")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path}: no prompts")
+    return [EvalItem(str(i), [{"role": "user", "content": line}]) for i, line in enumerate(lines, 1)]
+
+
+def answer_all(engine, items: list[EvalItem], params: GenerationParams, batch_size: int = 8,
+               label: str = "") -> list:
+    replies = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        print(f"{label}answering {start + 1}-{start + len(batch)} of {len(items)}", file=sys.stderr, flush=True)
+        replies += engine.chat_batch([item.messages for item in batch], params)
+    return replies
+
+
+def _run_model(model, items, params, batch_size, label, **engine_kwargs):
+    from tianji_ft.chat.engine import ChatEngine
+
+    engine = ChatEngine(model, **engine_kwargs)
+    info = {"model": str(model), "adapter": engine_kwargs.get("adapter"), "template": engine.prompter.name,
+            "template_source": engine.prompter.source, "system": engine.prompter.system}
+    replies = answer_all(engine, items, params, batch_size, label)
+    del engine
+    gc.collect()  # free the first model before the second loads
+    return info, replies
+
+
+def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter: str | None = None,
+             template: str = "auto", system: str | None = None, compare: str | None = None,
+             compare_adapter: str | None = None, params: GenerationParams | None = None,
+             batch_size: int = 8, bits: int | None = None, device: str = "auto") -> dict:
+    params = params or GenerationParams(temperature=0.0)
+    out_dir = Path(out_dir)
+    runs = {"model": (model, adapter)}
+    if compare:
+        runs["base"] = (compare, compare_adapter)
+    results = {}
+    for key, (path, adp) in runs.items():
+        info, replies = _run_model(path, items, params, batch_size, f"[{key}] ", adapter=adp, template=template,
+                                   system=system, bits=bits, device=device)
+        info["metrics"] = answer_metrics([r.text for r in replies], [r.finish_reason for r in replies],
+                                         [r.completion_tokens for r in replies], [i.reference for i in items])
+        results[key] = (info, replies)
+
+    with atomic_open(out_dir / "answers.jsonl") as fh:
+        for n, item in enumerate(items):
+            row = {"id": item.id, "prompt": item.prompt, "reference": item.reference}
+            for key, (_, replies) in results.items():
+                prefix = "" if key == "model" else "base_"
+                reply = replies[n]
+                row.update({f"{prefix}answer": reply.text, f"{prefix}finish_reason": reply.finish_reason,
+                            f"{prefix}tokens": reply.completion_tokens})
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {key: info for key, (info, _) in results.items()}
+    summary["settings"] = {"prompts": len(items), "batch_size": batch_size, **vars(params)}
+    summary["settings"]["stop"] = list(params.stop)
+    write_json(out_dir / "metrics.json", summary)
+    write_report(out_dir / "report.md", items, {k: v for k, v in results.items()}, summary["settings"])
+    return summary

@@ -1,0 +1,117 @@
+"""The ``tianji-ft chat`` loop: interactive multi-turn, or one-shot for scripts.
+
+Interactive (a terminal on stdin): each line is a turn; ``RESET`` forgets
+the conversation, ``EXIT`` (or end of input) quits; the newest
+``history_turns`` turns are kept. One-shot: ``prompt=`` answers one prompt;
+with stdin not a terminal, every non-empty line is answered in a fresh
+context, one answer per line, so a script can pipe prompts in.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tianji_ft.chat.engine import GenerationParams, Reply
+from tianji_ft.chat.history import HistoryWindow
+
+BANNER = "Type a message and press Enter. RESET: forget the conversation. EXIT: quit."
+LENGTH_HINT = ("(the answer hit --max-new-tokens without a stop token; if answers never end, "
+               "the prompt template probably does not match the model: check --template)")
+
+
+class ChatSession:
+    def __init__(self, engine, params: GenerationParams | None = None, history_turns: int | None = 10,
+                 stream: bool = True, out: TextIO | None = None, err: TextIO | None = None):
+        self.engine = engine
+        self.params = params or GenerationParams()
+        self.history = HistoryWindow(history_turns)
+        self.stream = stream
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._hinted = False
+
+    def answer(self, messages: list[dict], echo: bool = True) -> Reply:
+        """Answer ``messages``, printing the answer (streamed when enabled)."""
+        if self.stream and echo:
+            pieces = self.engine.stream(messages, self.params)
+            for piece in pieces:
+                self.out.write(piece)
+                self.out.flush()
+            reply = pieces.reply
+        else:
+            reply = self.engine.chat(messages, self.params)
+            if echo:
+                self.out.write(reply.text)
+        if echo:
+            self.out.write("\n")
+            self.out.flush()
+        if reply.finish_reason == "length" and not self._hinted:
+            print(LENGTH_HINT, file=self.err)
+            self._hinted = True
+        return reply
+
+    def one_shot(self, prompt: str) -> Reply:
+        return self.answer(HistoryWindow(0).messages(prompt))
+
+    def run_lines(self, lines) -> int:
+        """Answer every non-empty line in a fresh context; ``EXIT`` stops."""
+        count = 0
+        for line in lines:
+            text = line.rstrip("\r\n")
+            if text.strip() == "EXIT":
+                break
+            if not text.strip() or text.strip() == "RESET":
+                continue
+            self.answer(HistoryWindow(0).messages(text))
+            count += 1
+        return count
+
+    def interactive(self, lines, prompt: str = ">>> ") -> None:
+        """The multi-turn loop over ``lines`` (a terminal's input)."""
+        print(BANNER, file=self.err)
+        iterator = iter(lines)
+        while True:
+            self.out.write(prompt)
+            self.out.flush()
+            try:
+                text = next(iterator).rstrip("\r\n")
+            except StopIteration:
+                self.out.write("\n")
+                return
+            command = text.strip()
+            if command == "EXIT":
+                return
+            if command == "RESET":
+                self.history.reset()
+                print("History cleared.", file=self.err)
+                continue
+            if not command:
+                continue
+            reply = self.answer(self.history.messages(text))
+            self.history.add(text, reply.text)
+
+
+def _terminal_lines():
+    # input() gives line editing in a terminal; readline() would not.
+    while True:
+        try:
+            yield input()
+        except EOFError:
+            return
+
+
+def run_chat(engine, params: GenerationParams, history_turns: int | None = 10, stream: bool = True,
+             prompt: str | None = None, stdin: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    session = ChatSession(engine, params, history_turns, stream)
+    if prompt is not None:
+        session.one_shot(prompt)
+    elif stdin.isatty():
+        prompter = engine.prompter
+        print(f"{engine.name}: template {prompter.name} (from {prompter.source}), "
+              f"system prompt: {prompter.system or '(none)'}", file=sys.stderr)
+        session.interactive(_terminal_lines())
+    else:
+        session.run_lines(stdin)
+    return 0

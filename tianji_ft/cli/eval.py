@@ -1,0 +1,48 @@
+"""``tianji-ft eval``: answer a test split or a prompt file, score it, compare with a base model."""
+
+from __future__ import annotations
+
+from tianji_ft.cli._common import add_verb
+from tianji_ft.cli.chat import add_model_flags, add_sampling_flags, params_from_args
+
+EXAMPLE = """\
+tianji-ft eval work_dirs/medqa/merged --data data/medqa_split/test.jsonl \\
+    --compare internlm/internlm2-chat-7b -o eval/medqa
+tianji-ft eval work_dirs/wishes/merged --prompts prompts.txt -o eval/wishes
+"""
+
+
+def register(subparsers) -> None:
+    parser = add_verb(subparsers, "eval", "Answer every test prompt in a fresh context and score the answers "
+                      "(BLEU, ROUGE-L, exact match, length, distinct-2, stop rate).", EXAMPLE, func=_eval)
+    add_model_flags(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="TEST.jsonl",
+                        help="conversation records with reference answers (e.g. the MedQA test split)")
+    source.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line (no references)")
+    parser.add_argument("--compare", metavar="BASE_MODEL", help="also answer with this model and put both side by side")
+    parser.add_argument("--compare-adapter", metavar="DIR", help="adapter for the --compare model")
+    parser.add_argument("-o", "--output", default="eval_results", metavar="DIR",
+                        help="folder for answers.jsonl, metrics.json, report.md (default eval_results)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    add_sampling_flags(parser, temperature=0.0, max_new_tokens=512)
+
+
+def _eval(args) -> int:
+    from tianji_ft.chat.evaluate import evaluate, load_prompts, load_test_data
+    from tianji_ft.utils.errors import UserError
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    items = load_test_data(args.data) if args.data else load_prompts(args.prompts)
+    summary = evaluate(args.model, items, args.output, adapter=args.adapter, template=args.template,
+                       system=args.system, compare=args.compare, compare_adapter=args.compare_adapter,
+                       params=params_from_args(args), batch_size=args.batch_size, bits=args.bits,
+                       device=args.device)
+    for key in ("model", "base"):
+        if key in summary:
+            m = summary[key]["metrics"]
+            scored = f", BLEU {m['bleu']:.2f}, ROUGE-L {m['rouge_l']:.4f}" if "bleu" in m else ""
+            print(f"{key}: stop rate {m['stop_rate']:.2f}{scored}, distinct-2 {m['distinct_2']:.3f}")
+    print(f"wrote {args.output}/answers.jsonl, metrics.json, report.md")
+    return 0
