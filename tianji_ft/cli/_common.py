@@ -18,3 +18,22 @@ def add_verb(sub, name: str, summary: str, example: str, func=None, parents=()) 
     if func is not None:
         parser.set_defaults(func=func)
     return parser
+
+
+# --model, --data and --work-dir are resolved by the launcher (tiny models, paths);
+# every other config setting maps straight onto the TIANJI_* variable the config reads.
+LAUNCHER_SETTINGS = ("TIANJI_MODEL", "TIANJI_DATA", "TIANJI_WORK_DIR")
+
+
+def add_config_settings(parser: argparse.ArgumentParser) -> None:
+    from tianji_ft.configs.settings import SETTINGS, add_arguments
+
+    add_arguments(parser, [s for s in SETTINGS if s.env not in LAUNCHER_SETTINGS])
+
+
+def config_settings_env(args: argparse.Namespace) -> dict[str, str]:
+    """TIANJI_* variables for the config settings given on the command line."""
+    from tianji_ft.configs.settings import SETTINGS, env_from_values
+
+    values = {s.dest: getattr(args, s.dest, None) for s in SETTINGS if s.env not in LAUNCHER_SETTINGS}
+    return env_from_values({s.dest: values.get(s.dest) for s in SETTINGS})

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from tianji_ft.cli._common import add_verb
-from tianji_ft.configs.settings import SETTINGS, add_arguments, env_from_values
+from tianji_ft.cli._common import add_config_settings, add_verb, config_settings_env
 
 EXAMPLE = """tianji-ft train internlm2_chat_7b_qlora_wishes_e3 --tiny            # any config on a laptop CPU
 tianji-ft train internlm2_chat_7b_qlora_wishes_e3 --model /models/internlm2-chat-7b \\
     --data data/wishes/tianji-wishes-chinese-v0.2.json --deepspeed zero2 --work-dir work_dirs/wishes"""
-
-# --model, --data and --work-dir are resolved by the launcher (tiny models, paths);
-# every other setting maps straight onto the TIANJI_* variable the config reads.
-LAUNCHER_SETTINGS = ("TIANJI_MODEL", "TIANJI_DATA", "TIANJI_WORK_DIR")
 
 
 def register(sub) -> None:
@@ -35,14 +30,13 @@ def register(sub) -> None:
     p.add_argument("--detach", action="store_true", help="run in the background; follow with tianji-ft logs WORK_DIR -f")
     p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
                    help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
-    add_arguments(p, [s for s in SETTINGS if s.env not in LAUNCHER_SETTINGS])
+    add_config_settings(p)
 
 
 def build_request(args):
     from tianji_ft.launch.train import TrainRequest
 
-    settings = {k: v for k, v in env_from_values({s.dest: getattr(args, s.dest, None) for s in SETTINGS}).items()
-                if k not in LAUNCHER_SETTINGS}
+    settings = config_settings_env(args)
     return TrainRequest(
         config=args.config, model=args.model, data=args.data, work_dir=args.work_dir, deepspeed=args.deepspeed,
         gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,

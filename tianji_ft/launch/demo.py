@@ -73,10 +73,11 @@ def loss_ratio(work_dir: Path) -> tuple[float, float]:
 
 
 def greedy_answer(model_dir: Path, system: str, prompt: str, max_new_tokens: int = 64) -> str:
-    from tianji_ft.chat.engine import load_engine
+    from tianji_ft.chat.engine import ChatEngine, GenerationParams
 
-    engine = load_engine(str(model_dir))
-    return engine.generate_once(prompt, system=system, temperature=0.0, max_new_tokens=max_new_tokens)
+    engine = ChatEngine(model_dir, system=system)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    return engine.chat(messages, GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)).text
 
 
 def run_demo(model: str | None = None, work_dir: str | Path = "work_dirs/demo", data: Path = DEMO_DATA,
