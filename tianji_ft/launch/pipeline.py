@@ -87,7 +87,7 @@ class Pipeline:
     def fingerprint(self, stage: str) -> str:
         m = self.plan["manifest"]
         own = {
-            "data": [],
+            "data": self.output_fingerprint("data"),
             "train": [m["config"]["sha256"], m["model"], {k: v for k, v in m["env"].items() if k != "TIANJI_WORK_DIR"},
                       m["cfg_options"], m["deepspeed"]],
             "convert": [],
