@@ -126,3 +126,13 @@ def test_the_package_exports_the_library_functions_lazily():
         assert callable(getattr(data, name)), name
     with pytest.raises(AttributeError):
         data.no_such_thing
+
+
+def test_a_gbk_file_needs_encoding_and_then_converts(capsys, tmp_path):
+    src = tmp_path / "gbk.jsonl"
+    src.write_bytes('{"kind": "NLI", "input": "前提：下雨了", "target": "蕴含"}\n'.encode("gbk"))
+    code, _, stderr = run(capsys, "convert", "firefly", src, "-o", tmp_path / "o.jsonl")
+    assert code == 2 and "not valid utf-8 text" in stderr and "--encoding" in stderr
+    code, stdout, _ = run(capsys, "convert", "firefly", src, "-o", tmp_path / "o.jsonl", "--encoding", "gbk")
+    assert code == 0 and "written 1" in stdout
+    assert "前提：下雨了" in (tmp_path / "o.jsonl").read_text(encoding="utf-8")
