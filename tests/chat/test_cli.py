@@ -1,0 +1,50 @@
+"""``tianji-ft chat`` and ``tianji-ft eval`` from the command line, on the taught tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tianji_ft.cli import main
+
+
+@pytest.mark.slow
+def test_chat_one_shot_prints_the_answer(taught_model_dir, wishes, capsys):
+    question, answer = wishes[3]
+    assert main(["chat", str(taught_model_dir), "--prompt", question, "--temperature", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == answer + "\n"
+
+
+@pytest.mark.slow
+def test_chat_answers_each_stdin_line(taught_model_dir, wishes, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{wishes[0][0]}\n\n{wishes[1][0]}\n"))
+    assert main(["chat", str(taught_model_dir), "--temperature", "0", "--no-stream", "--max-new-tokens", "48"]) == 0
+    assert capsys.readouterr().out == f"{wishes[0][1]}\n{wishes[1][1]}\n"
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_the_three_files(taught_model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("祝姐姐生日快乐\n祝奶奶春节快乐\n", encoding="utf-8")
+    assert main(["eval", str(taught_model_dir), "--prompts", str(prompts), "-o", str(tmp_path / "out"),
+                 "--max-new-tokens", "40"]) == 0
+    assert "model: stop rate 1.00" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"answers.jsonl", "metrics.json", "report.md"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text("utf-8"))
+    assert "bleu" not in metrics["model"]["metrics"] and metrics["settings"]["temperature"] == 0.0
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["chat", str(tmp_path), "--history-turns", "-1"]) == 2
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("tianji-ft: error: --history-turns") and "no such file" in err[1]
+
+
+def test_help_shows_a_copyable_example(capsys):
+    for verb in ("chat", "eval"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert f"tianji-ft {verb} work_dirs/" in capsys.readouterr().out
