@@ -47,6 +47,7 @@ def test_convert_options_reach_the_converter(capsys, fixtures_dir, tmp_path):
     (["convert", "medqa", "FIX/medqa.csv", "-o", "OUT.jsonl", "--answer-col", "答案"], "columns present: Question"),
     (["convert", "firefly", "FIX/firefly.jsonl", "-o", "OUT.txt"], "output must end in .jsonl"),
     (["split", "FIX/firefly.jsonl", "-o", "DIR", "--test-ratio", "2"], "between 0 and 1"),
+    (["clean", "wishes", "FIX/wishes_dirty.jsonl", "-o", "OUT.jsonl", "--disable", "nope"], "unknown rule(s) nope"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(capsys, fixtures_dir, tmp_path, argv, message):
     argv = [a.replace("FIX", str(fixtures_dir)).replace("OUT", str(tmp_path / "out")).replace("DIR", str(tmp_path / "d"))

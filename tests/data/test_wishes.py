@@ -6,6 +6,7 @@ import pytest
 from tianji_ft.data.accounting import Reject
 from tianji_ft.data.pipeline import convert_files
 from tianji_ft.data.schema import iter_records
+from tianji_ft.utils.errors import UserError
 from tianji_ft.data.wishes import (DEFAULT_RULES, RULES, clean_file, clean_record, first_line, leading_punct,
                                    particle_after_punct, peer_pronoun, wrapping_quotes)
 
@@ -99,6 +100,12 @@ def test_clean_file_accounts_and_a_second_run_changes_nothing(fixtures_dir, tmp_
 def test_unknown_rule_is_refused():
     from tianji_ft.data.wishes import clean_wishes
 
-    with pytest.raises(ValueError, match="unknown rule"):
+    with pytest.raises(UserError, match="unknown rule.*no_such_rule; rules: first_line"):
         list(clean_wishes([], rules=["no_such_rule"]))
     assert "peer_pronoun" in RULES and "peer_pronoun" not in DEFAULT_RULES
+
+
+def test_the_cli_help_lists_the_default_rules():
+    from tianji_ft.cli.data import WISHES_DEFAULT_RULES
+
+    assert WISHES_DEFAULT_RULES == DEFAULT_RULES

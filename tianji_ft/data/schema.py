@@ -141,7 +141,11 @@ _BLANK = object()
 def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
     # Hot loop: orjson straight on the bytes; anything unusual (a blank line,
     # a BOM, another encoding, an error) takes the careful path.
-    fast = fast_loads if codecs.lookup(encoding).name == "utf-8" else None
+    if codecs.lookup(encoding).name == "utf-8":
+        fast = fast_loads
+    else:
+        def fast(raw: bytes) -> Any:
+            return loads(raw.decode(encoding))
     index = 0
     with open(path, "rb", buffering=1 << 20) as fh:
         for lineno, raw in enumerate(fh, 1):

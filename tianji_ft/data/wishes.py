@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject, Tally
-from tianji_ft.data.pipeline import process
 from tianji_ft.data.registry import converter, rowwise
 from tianji_ft.data.schema import iter_records, record_problems
 from tianji_ft.data.sources import as_text
+from tianji_ft.utils.errors import UserError
 
 
 @converter("wishes-merge")
@@ -169,20 +169,31 @@ def clean_record(record: dict, rules: Iterable[str] = DEFAULT_RULES, min_length:
     return {**record, "conversation": turns}
 
 
+def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
+    rules = tuple(rules)
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise UserError(f"unknown rule(s) {', '.join(unknown)}; rules: {', '.join(RULES)}")
+    return rules
+
+
 def clean_wishes(rows: Iterable, *, rules: Iterable[str] = DEFAULT_RULES, min_length: int = 10,
                  notes: Counter | None = None) -> Iterator:
     """Records in, cleaned records or ``Rejected`` out (one result per record)."""
-    unknown = set(rules) - set(RULES)
-    if unknown:
-        raise ValueError(f"unknown rule(s) {sorted(unknown)}; known: {', '.join(RULES)}")
-    rules = tuple(rules)
+    rules = check_rules(rules)
     return rowwise(rows, lambda row: clean_record(row, rules, min_length, notes))
 
 
 def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFAULT_RULES, min_length: int = 10,
-               encoding: str = "utf-8", report: str | Path | None = None) -> Tally:
-    """Clean a converted wishes file into ``out``; rejects go to ``OUT.rejects.jsonl``."""
+               encoding: str = "utf-8", report: str | Path | None = None, also_known: Iterable[str] = ()) -> Tally:
+    """Clean a converted wishes file into ``out``; rejects go to ``OUT.rejects.jsonl``.
+
+    ``also_known``: further rule names to check (e.g. the ones switched off).
+    """
+    from tianji_ft.data.pipeline import process
+
+    rules = check_rules(rules)
+    check_rules(also_known)
     tally = Tally()
-    rules = tuple(rules)
     return process([Path(path)], lambda rows: clean_wishes(rows, rules=rules, min_length=min_length, notes=tally.notes),
                    out, reader=lambda p: iter_records(p, encoding), tally=tally, report=report)
