@@ -1,0 +1,1 @@
+"""Serving a model over HTTP with OpenAI- and Ollama-compatible endpoints."""
