@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -75,22 +76,27 @@ def launch_env(base: Mapping[str, str] | None = None, *, single_process: bool = 
 def subprocess_runner(cmd: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> int:
     """Run ``cmd``; output goes to ``log_path`` (appended) or the terminal.
 
-    The child gets its own process group so Ctrl-C stops every rank torchrun
-    started, not just torchrun.
+    The child stays in our process group, so Ctrl-C in a terminal or a signal
+    to the group reaches every rank torchrun started; a SIGTERM sent to this
+    process alone is passed on to the child before we exit.
     """
     log = open(log_path, "ab") if log_path else None
     try:
-        proc = subprocess.Popen(list(cmd), env=dict(env), stdout=log, stderr=subprocess.STDOUT if log else None,
-                                start_new_session=True)
+        proc = subprocess.Popen(list(cmd), env=dict(env), stdout=log, stderr=subprocess.STDOUT if log else None)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=30)  # it got the same SIGINT; give it time to stop cleanly
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     finally:
         if log:
             log.close()
