@@ -39,6 +39,8 @@ TOKENIZER_FILES = (
     "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "qwen.tiktoken",
 )
 VERSIONED_PACKAGES = ("xtuner", "datasets", "transformers", "tokenizers")
+# load_dataset arguments that change where or how fast data loads, not what loads.
+DATASET_ARGS_NOT_IN_KEY = ("cache_dir", "num_proc", "download_mode", "keep_in_memory")
 
 
 def default_cache_root() -> Path:
@@ -63,9 +65,8 @@ def cached_process_hf_dataset(*, dataset, tokenizer, max_length, dataset_map_fn=
         use_varlen_attn=use_varlen_attn, **kwargs,
     )
     parts = cache_key_parts(process_kwargs, seed)
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
-    path = Path(cache_dir) if cache_dir else default_cache_root()
-    path = path / key
+    key = key_of(parts)
+    path = (Path(cache_dir) if cache_dir else default_cache_root()) / key
 
     from torch import distributed as dist
 
@@ -75,6 +76,17 @@ def cached_process_hf_dataset(*, dataset, tokenizer, max_length, dataset_map_fn=
 
 
 # ----------------------------------------------------------------- cache key
+
+def dataset_cache_key(*, seed=None, cache_dir=None, **process_kwargs) -> str:
+    """The key :func:`cached_process_hf_dataset` would use for these arguments."""
+    defaults = dict(dataset_map_fn=None, template_map_fn=None, remove_unused_columns=True,
+                    shuffle_before_pack=True, pack_to_max_length=True, use_varlen_attn=False)
+    return key_of(cache_key_parts({**defaults, **process_kwargs}, 0 if seed is None else int(seed)))
+
+
+def key_of(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
+
 
 def cache_key_parts(process_kwargs: dict, seed: int) -> dict:
     """Everything the packed dataset depends on, as JSON-able values."""
@@ -170,7 +182,7 @@ def data_fingerprint(dataset) -> dict:
     if not (hasattr(dataset, "items") and hasattr(dataset, "keys")):
         return {"built": describe(dataset) if not hasattr(dataset, "values") else
                 {k: describe(v) for k, v in sorted(dataset.items())}}
-    cfg = dict(dataset)
+    cfg = {k: v for k, v in dataset.items() if k not in DATASET_ARGS_NOT_IN_KEY}
     hashed = []
     data_files = cfg.pop("data_files", None)
     if data_files is not None:
@@ -251,7 +263,8 @@ def _load(path: Path):
 
 
 def _log(message: str) -> None:
-    from mmengine import print_log
+    # mmengine's current logger: the run's log file inside a training run.
+    from mmengine.logging import print_log
 
     print_log(message, logger="current")
 
@@ -263,6 +276,7 @@ def _try_load(path: Path, key: str):
         return _load(path)
     except Exception as err:  # a damaged save is rebuilt, never trusted
         _log(f"dataset cache {key}: unreadable save at {path} ({type(err).__name__}: {err}); rebuilding")
+        shutil.rmtree(path, ignore_errors=True)
         return None
 
 

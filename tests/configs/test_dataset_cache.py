@@ -1,0 +1,155 @@
+"""cached_process_hf_dataset: hits, misses, determinism, damaged saves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tianji_ft.configs.dataset_cache import MANIFEST, cached_process_hf_dataset, dataset_cache_key
+
+PEOPLE = ["妈妈", "爸爸", "姐姐", "老师", "同事", "朋友", "外婆", "领导"]
+EVENTS = ["生日", "春节", "中秋节", "教师节", "新婚", "升职", "乔迁", "毕业"]
+
+
+def write_records(path: Path, n: int = 40, extra: str = "") -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            person, event = PEOPLE[i % len(PEOPLE)], EVENTS[(i * 3) % len(EVENTS)]
+            turn = {"system": "你现在是一个送祝福大师", "input": f"祝{person}{event}快乐{extra}",
+                    "output": f"亲爱的{person}，{event}快乐！愿你平安喜乐，万事如意。" * (1 + i % 3)}
+            fh.write(json.dumps({"conversation": [turn]}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir() -> Path:
+    from tianji_ft.launch.tiny import ensure_tiny_model
+
+    return ensure_tiny_model("internlm2")
+
+
+@pytest.fixture
+def caught_log():
+    """Messages sent to mmengine's current logger during the test."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    messages: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger = MMLogger.get_current_instance()
+    handler = Catch(level=logging.INFO)
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def process_args(data: Path, tokenizer_dir: Path, hf_cache: Path, max_length: int = 96) -> dict:
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+    from xtuner.dataset.map_fns import template_map_fn_factory
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    return dict(
+        dataset=dict(type=load_dataset, path="json", data_files=[str(data)], cache_dir=str(hf_cache)),
+        tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=str(tokenizer_dir),
+                       trust_remote_code=True, padding_side="right"),
+        max_length=max_length,
+        template_map_fn=dict(type=template_map_fn_factory, template=PROMPT_TEMPLATE.internlm2_chat),
+        remove_unused_columns=True, shuffle_before_pack=True, pack_to_max_length=True,
+        map_num_proc=2,
+    )
+
+
+def rows(dataset) -> list:
+    return [(r["input_ids"], r["labels"]) for r in dataset]
+
+
+@pytest.mark.slow
+def test_second_call_hits_the_cache_and_returns_the_same_rows(tmp_path, tokenizer_dir, caught_log):
+    args = process_args(write_records(tmp_path / "w.jsonl"), tokenizer_dir, tmp_path / "hf")
+    first = cached_process_hf_dataset(**args, cache_dir=tmp_path / "cache")
+    second = cached_process_hf_dataset(**args, cache_dir=tmp_path / "cache")
+    assert first.tianji_cache["hit"] is False and second.tianji_cache["hit"] is True
+    assert first.tianji_cache["key"] == second.tianji_cache["key"] == dataset_cache_key(**args)
+    assert len(first) > 1 and rows(first) == rows(second)
+    assert list(second.length) == [len(ids) for ids, _ in rows(second)]
+    assert all(len(ids) <= 96 for ids, _ in rows(second))
+    log = "\n".join(caught_log)
+    assert "dataset cache miss" in log and "dataset cache hit" in log and first.tianji_cache["key"] in log
+
+
+@pytest.mark.slow
+def test_changed_data_tokenizer_or_max_length_changes_the_key(tmp_path, tokenizer_dir):
+    data = write_records(tmp_path / "w.jsonl")
+    base = dataset_cache_key(**process_args(data, tokenizer_dir, tmp_path / "hf"))
+    # Where the data lives and where datasets caches it do not matter; what it holds does.
+    moved = shutil.copy(data, tmp_path / "moved.jsonl")
+    assert dataset_cache_key(**process_args(Path(moved), tokenizer_dir, tmp_path / "hf2")) == base
+    assert dataset_cache_key(**process_args(data, tokenizer_dir, tmp_path / "hf", max_length=128)) != base
+    assert dataset_cache_key(**process_args(data, tokenizer_dir, tmp_path / "hf"), seed=1) != base
+
+    edited_tok = Path(shutil.copytree(tokenizer_dir, tmp_path / "tok"))
+    assert dataset_cache_key(**process_args(data, edited_tok, tmp_path / "hf")) == base
+    config = json.loads((edited_tok / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 4096
+    (edited_tok / "tokenizer_config.json").write_text(json.dumps(config))
+    assert dataset_cache_key(**process_args(data, edited_tok, tmp_path / "hf")) != base
+
+    write_records(data, extra="！")
+    assert dataset_cache_key(**process_args(data, tokenizer_dir, tmp_path / "hf")) != base
+
+
+@pytest.mark.slow
+def test_changed_data_is_rebuilt_not_served_stale(tmp_path, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    data = write_records(tmp_path / "w.jsonl", n=12)
+    first = cached_process_hf_dataset(**process_args(data, tokenizer_dir, tmp_path / "hf"), cache_dir=tmp_path / "c")
+    write_records(data, n=12, extra="和睦")
+    second = cached_process_hf_dataset(**process_args(data, tokenizer_dir, tmp_path / "hf"), cache_dir=tmp_path / "c")
+    assert second.tianji_cache["hit"] is False
+    assert rows(second) != rows(first)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    assert "和睦" in tokenizer.decode(second[0]["input_ids"]) and "和睦" not in tokenizer.decode(first[0]["input_ids"])
+
+
+@pytest.mark.slow
+def test_two_cold_builds_pack_token_for_token_alike(tmp_path, tokenizer_dir):
+    data = write_records(tmp_path / "w.jsonl", n=60)
+    a = cached_process_hf_dataset(**process_args(data, tokenizer_dir, tmp_path / "hf_a"), cache_dir=tmp_path / "a")
+    b = cached_process_hf_dataset(**process_args(data, tokenizer_dir, tmp_path / "hf_b"), cache_dir=tmp_path / "b")
+    assert a.tianji_cache["hit"] is False and b.tianji_cache["hit"] is False
+    assert rows(a) == rows(b)
+    # The seed is what fixes the order: another seed packs the same tokens differently.
+    c = cached_process_hf_dataset(**process_args(data, tokenizer_dir, tmp_path / "hf_c"), seed=7,
+                                  cache_dir=tmp_path / "c")
+    assert rows(c) != rows(a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["no_manifest", "truncated", "garbled"])
+def test_a_partial_or_damaged_save_is_rebuilt(tmp_path, tokenizer_dir, damage):
+    args = process_args(write_records(tmp_path / "w.jsonl", n=12), tokenizer_dir, tmp_path / "hf")
+    good = cached_process_hf_dataset(**args, cache_dir=tmp_path / "c")
+    path = Path(good.tianji_cache["path"])
+    expected = rows(good)
+    del good
+    arrow = next(path.glob("*.arrow"))
+    if damage == "no_manifest":  # a save interrupted before it was finished
+        (path / MANIFEST).unlink()
+    elif damage == "truncated":
+        arrow.write_bytes(arrow.read_bytes()[:100])
+    else:
+        arrow.write_bytes(b"\0" * arrow.stat().st_size)
+    again = cached_process_hf_dataset(**args, cache_dir=tmp_path / "c")
+    assert again.tianji_cache["hit"] is False
+    assert rows(again) == expected
+    assert (path / MANIFEST).is_file()
