@@ -90,33 +90,34 @@ def _json_type(value: Any) -> str:
 
 # ----------------------------------------------------------------- reading
 
-def iter_json_values(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, value)`` for every record of a JSON or JSONL file.
+def iter_json_values(path: str | Path, encoding: str = "utf-8", *, need_records: bool = False
+                     ) -> Iterator[tuple[int, Any]]:
+    """``(index, value)`` for every record of a JSON or JSONL file.
 
     Accepts JSONL, a JSON array, a single JSON object, or whitespace-separated
     JSON values, whatever the extension says (tutorials write JSON arrays
     into files named ``.jsonl``). Blank lines are not records. Raises
     :class:`UserError` naming the file, line and column of malformed JSON,
-    and saying so when the file is not in ``encoding``.
+    and saying so when the file is not in ``encoding``; with
+    ``need_records``, also for a file without any record.
     """
     path = Path(path)
     first = _first_byte(path)
     if first is None:
         raise UserError(f"{path}: the file is empty; expected JSON or JSONL records")
+    # The generator is returned, not wrapped: this is the hot loop of every command.
     if first != b"[" and path.suffix.lower() == ".jsonl":
-        yield from _iter_jsonl(path, encoding)
-    else:
-        yield from _iter_json_text(path, encoding)
+        return _iter_jsonl(path, encoding, need_records)
+    return _iter_json_text(path, encoding, need_records)
 
 
 def iter_records(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
     """Like :func:`iter_json_values`, but a file without any record is an error."""
-    empty = True
-    for item in iter_json_values(path, encoding):
-        empty = False
-        yield item
-    if empty:
-        raise UserError(f"{path}: no records (an empty JSON array)")
+    return iter_json_values(path, encoding, need_records=True)
+
+
+def _no_records(path: Path) -> UserError:
+    return UserError(f"{path}: no records (an empty JSON array)")
 
 
 def _first_byte(path: Path) -> bytes | None:
@@ -138,7 +139,7 @@ def _first_byte(path: Path) -> bytes | None:
 _BLANK = object()
 
 
-def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
+def _iter_jsonl(path: Path, encoding: str, need_records: bool = False) -> Iterator[tuple[int, Any]]:
     # Hot loop: orjson straight on the bytes; anything unusual (a blank line,
     # a BOM, another encoding, an error) takes the careful path.
     if codecs.lookup(encoding).name == "utf-8":
@@ -157,6 +158,8 @@ def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
                     continue
             yield index, value
             index += 1
+    if need_records and not index:
+        raise _no_records(path)
 
 
 def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -296,13 +299,18 @@ class _Scanner:
             return value
 
 
-def _iter_json_text(path: Path, encoding: str) -> Iterator[tuple[int, Any]]:
+def _iter_json_text(path: Path, encoding: str, need_records: bool = False) -> Iterator[tuple[int, Any]]:
     enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    empty = True
     try:
         with open(path, encoding=enc, newline="") as fh:
-            yield from _scan(_Scanner(fh, path))
+            for item in _scan(_Scanner(fh, path)):
+                empty = False
+                yield item
     except UnicodeDecodeError:
         raise encoding_error(path, encoding) from None
+    if need_records and empty:
+        raise _no_records(path)
 
 
 def _scan(sc: _Scanner) -> Iterator[tuple[int, Any]]:
