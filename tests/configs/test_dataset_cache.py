@@ -153,3 +153,17 @@ def test_a_partial_or_damaged_save_is_rebuilt(tmp_path, tokenizer_dir, damage):
     assert again.tianji_cache["hit"] is False
     assert rows(again) == expected
     assert (path / MANIFEST).is_file()
+
+
+@pytest.mark.slow
+def test_functions_swapped_for_their_repr_by_xtuner_train_keep_the_key(tmp_path, tokenizer_dir):
+    from xtuner.registry import MAP_FUNC
+
+    args = process_args(write_records(tmp_path / "w.jsonl"), tokenizer_dir, tmp_path / "hf")
+    swapped = dict(args, template_map_fn=dict(args["template_map_fn"]), dataset=dict(args["dataset"]))
+    for cfg in (swapped["template_map_fn"], swapped["dataset"]):
+        name = str(cfg["type"])  # "<function ... at 0x...>", as xtuner.tools.train.register_function does
+        if name not in MAP_FUNC:
+            MAP_FUNC.register_module(module=cfg["type"], name=name)
+        cfg["type"] = name
+    assert dataset_cache_key(**swapped) == dataset_cache_key(**args)

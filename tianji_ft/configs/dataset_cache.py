@@ -22,6 +22,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -116,6 +117,8 @@ def describe(obj):
     invalidates the cache; objects without a stable description fall back to
     their repr (which may hold an address: a miss, never a wrong hit).
     """
+    if isinstance(obj, str) and _FUNCTION_REPR.fullmatch(obj):
+        return _describe_function_repr(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, dict) or hasattr(obj, "items") and hasattr(obj, "keys"):
@@ -134,6 +137,20 @@ def describe(obj):
     if callable(obj) and hasattr(obj, "__code__"):
         return {"function": _qualname(obj), "source": _source_hash(obj)}
     return {"object": type(obj).__qualname__, "repr": repr(obj)}
+
+
+# ``xtuner train`` may swap functions in a config for their repr, registered
+# in MAP_FUNC; the repr holds an address that changes every process.
+_FUNCTION_REPR = re.compile(r"<function (\S+) at 0x[0-9a-fA-F]+>")
+
+
+def _describe_function_repr(text: str):
+    from xtuner.registry import MAP_FUNC
+
+    fn = MAP_FUNC.get(text)
+    if fn is not None and not isinstance(fn, str):
+        return describe(fn)
+    return {"function": _FUNCTION_REPR.fullmatch(text).group(1), "source": None}
 
 
 def _qualname(obj) -> str:

@@ -240,32 +240,31 @@ def apply_map_fn(map_fn, record) -> dict:
 
 
 def check_records(records: list[tuple[str, object]], dataset_map_fn=None) -> list[str]:
-    """``where: what`` for every record that XTuner would reject or silently drop."""
+    """``where: what`` for every record that XTuner would reject or silently drop, in file order."""
     map_fn = resolve_map_fn(dataset_map_fn)
-    problems = [f"{where}: {r.message}" for where, r in records if isinstance(r, BadJson)]
-    good = [(where, r) for where, r in records if not isinstance(r, BadJson)]
-    if map_fn is None:
-        for where, record in good:
+    parsed = [r for _, r in records if not isinstance(r, BadJson)]
+    if map_fn is not None and parsed and all(conversation_problem(r) is None for r in parsed):
+        return ["dataset_map_fn is set but every record is already in XTuner's conversation format; "
+                "set dataset_map_fn=None"]
+    problems = []
+    for where, record in records:
+        if isinstance(record, BadJson):
+            problems.append(f"{where}: {record.message}")
+        elif map_fn is None:
             problem = conversation_problem(record)
             if problem:
                 hint = isinstance(record, dict) and "conversation" not in record
                 problems.append(f"{where}: {problem}" + ("; convert the data or set dataset_map_fn" if hint else ""))
-        return problems
-    if good and all(conversation_problem(r) is None for _, r in good):
-        problems.append("dataset_map_fn is set but every record is already in XTuner's conversation format; "
-                        "set dataset_map_fn=None")
-        return problems
-    for where, record in good:
-        if not isinstance(record, dict):
+        elif not isinstance(record, dict):
             problems.append(f"{where}: not a JSON object")
-            continue
-        try:
-            problem = conversation_problem(apply_map_fn(map_fn, record))
-        except Exception as err:
-            problems.append(f"{where}: dataset_map_fn failed: {_one_line(err)}")
-            continue
-        if problem:
-            problems.append(f"{where}: after dataset_map_fn, {problem}")
+        else:
+            try:
+                problem = conversation_problem(apply_map_fn(map_fn, record))
+            except Exception as err:
+                problems.append(f"{where}: dataset_map_fn failed: {_one_line(err)}")
+                continue
+            if problem:
+                problems.append(f"{where}: after dataset_map_fn, {problem}")
     return problems
 
 
