@@ -21,6 +21,12 @@ EXAMPLES = {
 }
 
 
+# Kept here so that building the parser imports no library module; a test
+# checks it against tianji_ft.data.wishes.DEFAULT_RULES.
+WISHES_DEFAULT_RULES = ("first_line", "wrapping_quotes", "leading_punct", "particle_after_punct", "non_answer",
+                        "min_length")
+
+
 def _sub(sub, name: str, summary: str, func) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=summary, description=summary,
                             epilog="example:\n  " + EXAMPLES[name],
@@ -46,7 +52,8 @@ def register(subparsers) -> None:
              _convert)
     p.add_argument("kind", metavar="KIND", help="converter name; 'tianji-ft data kinds' lists them")
     p.add_argument("sources", metavar="SRC", nargs="+", help="input files or folders (.jsonl, .json, .csv, .xlsx)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .jsonl or .json; rejects go to OUT.rejects.jsonl")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output .jsonl or .json; rejected records go beside it (out.jsonl -> out.rejects.jsonl)")
     p.add_argument("--system", help="system prompt for the first turn ('' for none; medqa defaults to a doctor prompt)")
     p.add_argument("--sheet", help="xlsx sheet name (default: the first sheet)")
     p.add_argument("--question-col", help="medqa: question column (default Question)")
@@ -114,11 +121,6 @@ def _summary(out, tally) -> None:
         line += f"; rejects in {rejects_path(out)}"
     print(line)
 
-
-# Kept here so that building the parser imports no library module; a test
-# checks it against tianji_ft.data.wishes.DEFAULT_RULES.
-WISHES_DEFAULT_RULES = ("first_line", "wrapping_quotes", "leading_punct", "particle_after_punct", "non_answer",
-                        "min_length")
 
 _CONVERT_OPTIONS = ("system", "question_col", "answer_col", "placeholders", "input_col", "output_col",
                     "system_col", "keep_raw")
