@@ -32,10 +32,6 @@ class Converter:
     fields: Fields  # fields every row needs: checked on each file's first row
     hint: str  # what to do when they are missing
 
-    @property
-    def summary(self) -> str:
-        return (inspect.getdoc(self.func) or "").split("\n", 1)[0]
-
     def defaults(self) -> dict:
         """The converter's options and their defaults."""
         return {name: p.default for name, p in inspect.signature(self.func).parameters.items()
