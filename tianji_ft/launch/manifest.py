@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import metadata
 from pathlib import Path
 
 from tianji_ft.utils.errors import UserError
@@ -21,6 +20,8 @@ TRACKED_PACKAGES = ("tianji_ft", "torch", "transformers", "xtuner", "mmengine", 
 
 
 def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
     versions = {}
     for name in TRACKED_PACKAGES:
         try:
