@@ -167,3 +167,18 @@ def test_functions_swapped_for_their_repr_by_xtuner_train_keep_the_key(tmp_path,
             MAP_FUNC.register_module(module=cfg["type"], name=name)
         cfg["type"] = name
     assert dataset_cache_key(**swapped) == dataset_cache_key(**args)
+
+
+def test_data_fingerprint_follows_file_contents_and_split_names(tmp_path):
+    from tianji_ft.configs.dataset_cache import data_fingerprint
+    from tianji_ft.utils.errors import UserError
+
+    a = write_records(tmp_path / "a.jsonl", n=3)
+    b = write_records(tmp_path / "b.jsonl", n=4)
+    loader = "datasets.load_dataset"  # a stand-in for the function: only the files matter here
+    one = data_fingerprint(dict(type=loader, path="json", data_files=[str(a), str(b)]))
+    assert data_fingerprint(dict(type=loader, path="json", data_files=[str(b), str(a)])) != one
+    assert data_fingerprint(dict(type=loader, path="json", data_files=str(tmp_path / "*.jsonl"))) == one
+    assert data_fingerprint(dict(type=loader, path="json", data_files={"train": [str(a), str(b)]})) != one
+    with pytest.raises(UserError, match="missing.jsonl not found"):
+        data_fingerprint(dict(type=loader, path="json", data_files=[str(tmp_path / "missing.jsonl")]))

@@ -42,6 +42,8 @@ TOKENIZER_FILES = (
 VERSIONED_PACKAGES = ("xtuner", "datasets", "transformers", "tokenizers")
 # load_dataset arguments that change where or how fast data loads, not what loads.
 DATASET_ARGS_NOT_IN_KEY = ("cache_dir", "num_proc", "download_mode", "keep_in_memory")
+# load_dataset builders that read local files named by data_files / data_dir.
+LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas")
 
 
 def default_cache_root() -> Path:
@@ -190,40 +192,48 @@ def resolve_data_files(data_files) -> list[Path]:
     return files
 
 
+def _is_build_config(obj) -> bool:
+    """A BUILDER config (``dict(type=..., ...)``), as opposed to a built object such as a DatasetDict."""
+    return hasattr(obj, "keys") and "type" in obj and not hasattr(obj, "column_names")
+
+
+def _built_fingerprint(dataset) -> dict:
+    if hasattr(dataset, "keys"):  # DatasetDict
+        return {"built": {str(split): describe(dataset[split]) for split in sorted(dataset.keys())}}
+    return {"built": describe(dataset)}
+
+
 def data_fingerprint(dataset) -> dict:
     """Content hashes of the local data files behind a ``load_dataset`` config, in order.
 
-    A built dataset, or a config with no local files (a Hub dataset), is
-    described by the datasets library's own fingerprint.
+    A built dataset, or a Hub dataset, is described by the datasets
+    library's own fingerprint (building it if need be).
     """
-    if not (hasattr(dataset, "items") and hasattr(dataset, "keys")):
-        return {"built": describe(dataset) if not hasattr(dataset, "values") else
-                {k: describe(v) for k, v in sorted(dataset.items())}}
+    if not _is_build_config(dataset):
+        return _built_fingerprint(dataset)
     cfg = {k: v for k, v in dataset.items() if k not in DATASET_ARGS_NOT_IN_KEY}
-    hashed = []
-    data_files = cfg.pop("data_files", None)
-    if data_files is not None:
-        if hasattr(data_files, "keys"):
-            hashed = {split: [sha256_file(p) for p in resolve_data_files(data_files[split])]
-                      for split in sorted(data_files)}
-        else:
-            hashed = [sha256_file(p) for p in resolve_data_files(data_files)]
-    for local_key in ("data_dir", "path"):
-        value = cfg.get(local_key)
-        if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-            cfg[local_key] = [sha256_file(p) for p in resolve_data_files(value)]
-    if not hashed and not any(isinstance(cfg.get(k), list) for k in ("data_dir", "path")):
+    source = cfg.get("path")
+    local_source = isinstance(source, (str, os.PathLike)) and os.path.exists(source)
+    if not (source in LOCAL_BUILDERS or local_source):
         from xtuner.registry import BUILDER
 
-        built = BUILDER.build(dataset)
-        return {"built": describe(built) if not hasattr(built, "values") else
-                {k: describe(v) for k, v in sorted(built.items())}}
-    return {"config": describe(cfg), "files": hashed}
+        return _built_fingerprint(BUILDER.build(dataset))
+    files: dict = {}
+    for name in ("path", "data_dir", "data_files"):
+        value = cfg.pop(name, None) if name != "path" or local_source else None
+        if value is None:
+            continue
+        if hasattr(value, "keys"):
+            files[name] = {str(split): [sha256_file(p) for p in resolve_data_files(value[split])]
+                           for split in sorted(value)}
+        else:
+            files[name] = [sha256_file(p) for p in resolve_data_files(value)]
+    return {"config": describe(cfg), "files": files}
 
 
 def tokenizer_fingerprint(tokenizer) -> dict:
     """Hashes of the tokenizer's files when it comes from a local directory, else of its vocabulary."""
-    if hasattr(tokenizer, "items") and hasattr(tokenizer, "keys"):
+    if _is_build_config(tokenizer):
         cfg = dict(tokenizer)
         source = cfg.pop("pretrained_model_name_or_path", None)
         if source is not None and os.path.isdir(source):
