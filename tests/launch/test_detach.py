@@ -33,13 +33,13 @@ def test_detached_run_finishes_and_is_followed(tmp_path, capsys):
     wd = tmp_path / "wd"
     rc = main(["train", FIXTURE_CONFIG, "--model", str(ensure_tiny_model("internlm2")), "--data",
                str(PROJECT_ROOT / "data" / "demo" / "wishes.jsonl"), "--work-dir", str(wd), "--epochs", "1",
-               "--max-length", "128", "--accum", "1", "--detach"])
+               "--max-length", "128", "--accum", "1", "--warmup-ratio", "0", "--detach"])
     assert rc == 0 and "in the background" in capsys.readouterr().out
     assert (wd / "train.pid").is_file()
     out = io.StringIO()
     assert follow_log(wd, follow=True, out=out, poll_s=0.2) == 0  # returns once the run ends
     deadline = time.monotonic() + 60
-    while status(wd)["state"] == "running" and time.monotonic() < deadline:
+    while status(wd)["state"] in ("starting", "running") and time.monotonic() < deadline:
         time.sleep(0.5)
     info = status(wd)
     assert info["state"] == "finished" and info["exit_code"] == 0, (wd / "train.log").read_text()[-2000:]

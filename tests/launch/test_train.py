@@ -109,7 +109,7 @@ def _train_cmd(tmp_path, work_dir, *extra):
     from tianji_ft.launch.tiny import ensure_tiny_model
 
     return ["train", FIXTURE_CONFIG, "--model", str(ensure_tiny_model("internlm2")), "--data", WISHES,
-            "--work-dir", str(work_dir), "--max-length", "128", "--accum", "1", *extra]
+            "--work-dir", str(work_dir), "--max-length", "128", "--accum", "1", "--warmup-ratio", "0", *extra]
 
 
 @pytest.mark.slow

@@ -15,4 +15,4 @@ def run(args) -> int:
     info = status(args.work_dir)
     for key, value in info.items():
         print(f"{key}: {value}")
-    return 0 if info["state"] in ("running", "finished") else 1
+    return 0 if info["state"] in ("starting", "running", "finished") else 1

@@ -45,15 +45,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def status(work_dir: str | Path) -> dict:
+    """``starting`` (launched, no manifest yet), ``running``, ``finished``, ``failed`` or ``stopped``."""
     work_dir = Path(work_dir)
-    manifest = read_manifest(work_dir)
     pid_path = work_dir / PID_FILE
     pid = int(pid_path.read_text().strip()) if pid_path.is_file() else None
-    running = bool(pid and pid_alive(pid)) and manifest.get("exit_code") is None
-    state = "running" if running else ("finished" if manifest.get("exit_code") == 0 else
-                                       "failed" if manifest.get("exit_code") is not None else "stopped")
-    return {"state": state, "pid": pid, "config": manifest["config"]["name"], "started": manifest.get("started"),
-            "ended": manifest.get("ended"), "exit_code": manifest.get("exit_code"),
+    alive = bool(pid and pid_alive(pid))
+    manifest = read_manifest(work_dir, required=not alive and pid is None) or {}
+    exit_code = manifest.get("exit_code")
+    if not manifest:
+        state = "starting" if alive else "failed"
+    elif exit_code is None:
+        state = "running" if alive else "stopped"
+    else:
+        state = "finished" if exit_code == 0 else "failed"
+    return {"state": state, "pid": pid, "config": manifest.get("config", {}).get("name"),
+            "started": manifest.get("started"), "ended": manifest.get("ended"), "exit_code": exit_code,
             "last_checkpoint": manifest.get("last_checkpoint")}
 
 
@@ -75,7 +81,7 @@ def follow_log(work_dir: str | Path, follow: bool = False, lines: int = 40, out=
             if chunk:
                 out.write(chunk)
                 out.flush()
-            elif status(work_dir)["state"] != "running":
+            elif status(work_dir)["state"] not in ("starting", "running"):
                 return 0
             else:
                 time.sleep(poll_s)
