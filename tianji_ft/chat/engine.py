@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -99,7 +100,9 @@ class ChatEngine:
         self._stop_ids, self._stop_strings = self._stops(self.prompter.stop_words)
         # Fast tokenizers fail ("Already borrowed") when threads pad at once.
         self._tok_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
+        # Generation runs on these persistent threads; more requests than
+        # workers wait in the executor's queue.
+        self._workers = ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix="tianji-generate")
 
     # --- prompt and stop handling -------------------------------------------------
 
@@ -122,7 +125,8 @@ class ChatEngine:
         return ids, strings
 
     def render(self, messages: list[dict]) -> str:
-        return self.prompter.render(messages)
+        with self._tok_lock:
+            return self.prompter.render(messages)
 
     def _gen_config(self, params: GenerationParams, extra_stops=()):
         from transformers import GenerationConfig
@@ -156,24 +160,42 @@ class ChatEngine:
 
     # --- generation -----------------------------------------------------------------
 
+    def _generate(self, enc, config, seed, cancel: threading.Event, streamer=None):
+        """Runs on a worker thread. Persistent workers matter on CPU: every new
+        thread that calls torch starts its own OpenMP team, and the idle team
+        of the previous thread spins on the cores the new one needs."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+        if cancel.is_set():  # the caller gave up while this waited in the queue
+            return None
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.model.generate(input_ids=enc["input_ids"].to(self.device),
+                                   attention_mask=enc["attention_mask"].to(self.device),
+                                   generation_config=config, tokenizer=self.tokenizer, streamer=streamer,
+                                   stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+
     def chat(self, messages: list[dict], params: GenerationParams | None = None) -> Reply:
         return self.chat_batch([messages], params)[0]
 
     def chat_batch(self, conversations: list[list[dict]], params: GenerationParams | None = None) -> list[Reply]:
         """Answer several independent conversations in one padded batch."""
-        import torch
-
         params = params or GenerationParams()
         texts = [self.render(m) for m in conversations]
         with self._tok_lock:
             enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
         config, strings = self._gen_config(params)
-        with self._slots:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = self.model.generate(input_ids=enc["input_ids"].to(self.device),
-                                      attention_mask=enc["attention_mask"].to(self.device),
-                                      generation_config=config, tokenizer=self.tokenizer)
+        cancel = threading.Event()
+        try:
+            out = self._workers.submit(self._generate, enc, config, params.seed, cancel).result()
+        except BaseException:  # Ctrl-C: stop the worker too, or exit waits for it
+            cancel.set()
+            raise
         width = enc["input_ids"].shape[1]
         replies = []
         for row, mask in zip(out.tolist(), enc["attention_mask"].tolist()):
@@ -183,6 +205,9 @@ class ChatEngine:
 
     def stream(self, messages: list[dict], params: GenerationParams | None = None) -> "TextStream":
         return TextStream(self, messages, params or GenerationParams())
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
 
 def _first_stop(text: str, stop_strings) -> int | None:
@@ -206,7 +231,7 @@ def _held_back(text: str, stop_strings) -> int:
 class TextStream:
     """Iterate to get text pieces as they are generated; ``reply`` is set at the end.
 
-    Generation runs in a background thread holding one of the engine's slots.
+    Generation runs on one of the engine's workers (queued behind others).
     Closing the iterator early (a client went away) stops generation at the
     next token.
     """
@@ -218,12 +243,9 @@ class TextStream:
         self._cancel = threading.Event()
 
     def __iter__(self) -> Iterator[str]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         engine, tokens = self.engine, queue.Queue()
-        cancel = self._cancel
 
         class _Tokens(BaseStreamer):
             first = True
@@ -235,11 +257,7 @@ class TextStream:
                 tokens.put(value.reshape(-1).tolist())
 
             def end(self):
-                tokens.put(None)
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+                pass
 
         with engine._tok_lock:
             enc = engine.tokenizer(self.prompt, add_special_tokens=False, return_tensors="pt")
@@ -248,22 +266,15 @@ class TextStream:
 
         def run():
             try:
-                if self.params.seed is not None:
-                    torch.manual_seed(self.params.seed)
-                engine.model.generate(input_ids=enc["input_ids"].to(engine.device),
-                                      attention_mask=enc["attention_mask"].to(engine.device),
-                                      generation_config=config, tokenizer=engine.tokenizer, streamer=_Tokens(),
-                                      stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                engine._generate(enc, config, self.params.seed, self._cancel, _Tokens())
             except BaseException as err:  # surfaced in the consumer's thread
                 failure.append(err)
-                tokens.put(None)
             finally:
-                engine._slots.release()
+                tokens.put(None)
 
-        engine._slots.acquire()
-        threading.Thread(target=run, daemon=True, name="tianji-generate").start()
+        engine._workers.submit(run)
         ids: list[int] = []
-        sent, finish = 0, "length"
+        text, sent, finish = "", 0, "length"
         try:
             while True:
                 piece = tokens.get()
@@ -287,9 +298,8 @@ class TextStream:
                     sent = end
             if failure:
                 raise failure[0]
-            if finish != "stop" and sent < len(text if ids else ""):
+            if sent < len(text):
                 yield text[sent:]
-            self.reply = Reply(text if ids else "", finish, int(enc["input_ids"].shape[1]),
-                               len(ids) + (finish == "stop"))
+            self.reply = Reply(text, finish, int(enc["input_ids"].shape[1]), len(ids) + (finish == "stop"))
         finally:
             self._cancel.set()

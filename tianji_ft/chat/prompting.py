@@ -35,6 +35,11 @@ class Prompter:
     system: str | None = None
     source: str = "flag"  # where the template came from: manifest, tokenizer, flag
     warnings: list[str] = field(default_factory=list)
+    bos: str | None = None  # computed once: tokenizing from several threads at once is not safe
+
+    def __post_init__(self):
+        if self.bos is None:
+            self.bos = bos_text(self.tokenizer)
 
     @property
     def name(self) -> str:
@@ -55,7 +60,7 @@ class Prompter:
         split_messages(messages)  # same validation whichever renderer runs
         if self.template is None:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.template.render(messages, bos=bos_text(self.tokenizer))
+        return self.template.render(messages, bos=self.bos)
 
 
 def bos_text(tokenizer) -> str:

@@ -108,14 +108,16 @@ def openai_request(body: dict, defaults: GenerationParams, served: set[str]):
         seed=_pick(_number(body, "seed", int), defaults.seed),
         stop=defaults.stop + _stop_list(body.get("stop"), ""),
     )
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options must be an object")
     return model, messages, params, _stream_flag(body, False), bool(options.get("include_usage"))
 
 
 def ollama_params(body: dict, defaults: GenerationParams) -> GenerationParams:
-    options = body.get("options") or {}
+    options = body.get("options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise ApiError(400, "options must be an object")
     w = "options."
