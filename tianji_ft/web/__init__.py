@@ -1,0 +1,1 @@
+"""The Streamlit demo over the chat engine (``tianji-ft web``)."""
