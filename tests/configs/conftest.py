@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tianji_ft.configs import table
 from tianji_ft.utils.paths import CONFIGS_DIR
 
 
