@@ -17,6 +17,7 @@ def web_command(app_args: list[str], host: str = "127.0.0.1", port: int = 8501,
         python or sys.executable, "-m", "streamlit", "run", str(APP_FILE),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
         "--", *app_args,
     ]
 
