@@ -19,7 +19,7 @@ def test_command_runs_streamlit_on_the_app_file_with_the_model_after_the_separat
 
 
 def test_cli_flags_reach_the_app_unchanged():
-    args = build_parser().parse_args(["web", "merged", "--adapter", "hf", "--system", "-你是诗人-",
+    args = build_parser().parse_args(["web", "merged", "--adapter", "hf", "--system=-你是诗人-",
                                       "--temperature", "0", "--max-new-tokens", "64", "--port", "8502"])
     app_args = app_parser().parse_args(app_argv(args))
     assert (app_args.model, app_args.adapter, app_args.system) == ("merged", "hf", "-你是诗人-")
