@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tianji_ft.chat.prompting import Prompter, resolve_prompter
+from tianji_ft.chat.templates import get_template
 from tianji_ft.utils.errors import UserError
 
 
@@ -69,7 +70,13 @@ class ChatEngine:
             raise UserError(f"--bits {bits} needs a CUDA GPU (bitsandbytes); leave it out on CPU")
         self.device = device
         self.name = name or Path(model.rstrip("/")).name
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
+        if template not in (None, "auto", "tokenizer"):
+            get_template(template)  # a typo fails now, not after the model has loaded
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
+        except (OSError, ValueError) as err:
+            raise UserError(f"{model}: cannot load its tokenizer ({str(err).splitlines()[0]}); "
+                            "check the path, or download the model first") from None
         self.tokenizer.padding_side = "left"  # batched generation continues on the right
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

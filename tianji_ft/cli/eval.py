@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     source.add_argument("--data", metavar="TEST.jsonl",
                         help="conversation records with reference answers (e.g. the MedQA test split)")
     source.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line (no references)")
-    parser.add_argument("--compare", metavar="BASE_MODEL", help="also answer with this model and put both side by side")
+    parser.add_argument("--compare", metavar="BASE_MODEL", help="also answer with this model and put both side by side "
+                             "(--template and --system apply to both)")
     parser.add_argument("--compare-adapter", metavar="DIR", help="adapter for the --compare model")
     parser.add_argument("-o", "--output", default="eval_results", metavar="DIR",
                         help="folder for answers.jsonl, metrics.json, report.md (default eval_results)")
