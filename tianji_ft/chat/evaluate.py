@@ -101,9 +101,17 @@ def _run_model(model, items, params, batch_size, label, **engine_kwargs):
     engine = ChatEngine(model, **engine_kwargs)
     info = {"model": str(model), "adapter": engine_kwargs.get("adapter"), "template": engine.prompter.name,
             "template_source": engine.prompter.source, "system": engine.prompter.system}
-    replies = answer_all(engine, items, params, batch_size, label)
-    del engine
-    gc.collect()  # free the first model before the second loads
+    try:
+        replies = answer_all(engine, items, params, batch_size, label)
+    finally:
+        engine.close()
+        device = engine.device
+        del engine
+        gc.collect()  # free the first model before the second loads
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
     return info, replies
 
 
