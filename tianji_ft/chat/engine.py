@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tianji_ft.chat.prompting import Prompter, resolve_prompter
+from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, Prompter, resolve_prompter
 from tianji_ft.chat.templates import get_template
 from tianji_ft.utils.errors import UserError
 
@@ -70,7 +70,7 @@ class ChatEngine:
             raise UserError(f"--bits {bits} needs a CUDA GPU (bitsandbytes); leave it out on CPU")
         self.device = device
         self.name = name or Path(model.rstrip("/")).name
-        if template not in (None, "auto", "tokenizer"):
+        if template not in (None, "auto", TOKENIZER_TEMPLATE):
             get_template(template)  # a typo fails now, not after the model has loaded
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
@@ -115,10 +115,8 @@ class ChatEngine:
 
     def _stops(self, words) -> tuple[set[int], list[str]]:
         """Stop words that are single tokens stop by id; others by string."""
-        ids = set()
-        for eos in (self.tokenizer.eos_token_id,):
-            if eos is not None:
-                ids.add(eos)
+        # The tokenizer's EOS always stops, as in ``xtuner chat``.
+        ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
         if self.prompter.template is None:  # tokenizer template: trust the model's own EOS list
             eos = getattr(self.model.generation_config, "eos_token_id", None)
             ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
