@@ -16,7 +16,7 @@ def test_list(capsys):
     assert lines[0].split()[:2] == ["NAME", "VERSION"]
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(table.WORKFLOWS)
     row = next(line for line in lines if line.startswith(WISHES + " "))
-    assert row.split()[1:] == ["1.0.0", "internlm/internlm2-chat-7b", "internlm2_chat", "qlora", "conversation"]
+    assert row.split()[1:] == [table.WORKFLOWS[WISHES]["version"], "internlm/internlm2-chat-7b", "internlm2_chat", "qlora", "conversation"]
 
 
 def test_show(capsys):
@@ -35,7 +35,7 @@ def test_copy_then_diff_shows_only_the_edit(tmp_path, capsys):
     assert main(["configs", "copy", WISHES, str(dest)]) == 0
     assert str(dest) in capsys.readouterr().out
     meta = registry.config_meta(dest)
-    assert meta["name"] == "my_wishes" and meta["copied_from"] == f"{WISHES} 1.0.0"
+    assert meta["name"] == "my_wishes" and meta["copied_from"] == f"{WISHES} {table.WORKFLOWS[WISHES]['version']}"
     assert meta["template"] == "internlm2_chat"
 
     dest.write_text(dest.read_text(encoding="utf-8").replace('"TIANJI_LR", "0.0002"', '"TIANJI_LR", "0.0001"'),

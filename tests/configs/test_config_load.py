@@ -35,6 +35,7 @@ OVERRIDES = {
     "TIANJI_SAVE_STEPS": "11",
     "TIANJI_SAVE_TOTAL_LIMIT": "4",
     "TIANJI_EVAL_FREQ": "13",
+    "TIANJI_EVAL_MAX_NEW_TOKENS": "17",
     "TIANJI_WARMUP_RATIO": "0.1",
     "TIANJI_SEED": "99",
     "TIANJI_PACK": "0",
@@ -119,6 +120,7 @@ def test_settings_from_the_environment_reach_every_entry(name, load_config, prom
     assert chat["system"] == "新的系统提示"
     assert chat["evaluation_inputs"] == ["问题一", "question two"]
     assert chat["every_n_iters"] == 13
+    assert chat["max_new_tokens"] == 17
     warmup, cosine = cfg.param_scheduler
     assert warmup["end"] == pytest.approx(0.7) and cosine["begin"] == pytest.approx(0.7) and cosine["end"] == 7
     assert cfg.randomness.seed == 99

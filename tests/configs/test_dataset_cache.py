@@ -182,3 +182,58 @@ def test_data_fingerprint_follows_file_contents_and_split_names(tmp_path):
     assert data_fingerprint(dict(type=loader, path="json", data_files={"train": [str(a), str(b)]})) != one
     with pytest.raises(UserError, match="missing.jsonl not found"):
         data_fingerprint(dict(type=loader, path="json", data_files=[str(tmp_path / "missing.jsonl")]))
+
+
+DISTRIBUTED_SCRIPT = r"""
+import json, os, sys
+import torch.distributed as dist
+from datasets import load_dataset
+from transformers import AutoTokenizer
+from xtuner.dataset.map_fns import template_map_fn_factory
+from xtuner.utils import PROMPT_TEMPLATE
+from tianji_ft.configs.dataset_cache import cached_process_hf_dataset
+
+rank, tok, data, cache, out = int(sys.argv[1]), *sys.argv[2:]
+dist.init_process_group("gloo", rank=rank, world_size=2)
+ds = cached_process_hf_dataset(
+    dataset=dict(type=load_dataset, path="json", data_files=[data]),
+    tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=tok), max_length=96,
+    template_map_fn=dict(type=template_map_fn_factory, template=PROMPT_TEMPLATE.internlm2_chat),
+    map_num_proc=1, cache_dir=cache)
+with open(out, "w") as fh:
+    json.dump({"cache": ds.tianji_cache, "ids": [r["input_ids"] for r in ds]}, fh)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_in_a_distributed_run_rank_0_builds_and_the_others_load_its_save(tmp_path, tokenizer_dir):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    data = write_records(tmp_path / "w.jsonl", n=12)
+    script = tmp_path / "rank.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                   WORLD_SIZE="2", HF_DATASETS_CACHE=str(tmp_path / f"hf{rank}"), PYTHONPATH=str(root))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(tokenizer_dir), str(data), str(tmp_path / "cache"),
+             str(tmp_path / f"rank{rank}.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out.decode()[-2000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["cache"]["hit"] is False and rank1["cache"]["hit"] is None
+    assert rank0["cache"]["path"] == rank1["cache"]["path"]
+    assert rank0["ids"] == rank1["ids"] and len(rank0["ids"]) > 1
+    # Only rank 0 tokenized: rank 1 never loaded the raw JSON into its datasets cache.
+    assert not (tmp_path / "hf1").exists() or not any((tmp_path / "hf1").rglob("*.arrow"))
+    assert len(list((tmp_path / "cache").iterdir())) == 1

@@ -47,11 +47,11 @@ def test_check_reports_missing_and_stale_files(configs_dir, tmp_path):
 
 def test_check_requires_a_changelog_line_for_each_version(configs_dir, tmp_path, monkeypatch):
     pack = _copy_pack(configs_dir, tmp_path / "pack")
-    bumped = dict(table.WORKFLOWS["llama3_8b_instruct_qlora_chinese_e1"], version="1.1.0")
+    bumped = dict(table.WORKFLOWS["llama3_8b_instruct_qlora_chinese_e1"], version="9.9.9")
     monkeypatch.setitem(table.WORKFLOWS, "llama3_8b_instruct_qlora_chinese_e1", bumped)
     render.write(pack)
     assert render.check(pack) == [
-        f"{pack / 'CHANGELOG.md'}: no line for `llama3_8b_instruct_qlora_chinese_e1` 1.1.0 "
+        f"{pack / 'CHANGELOG.md'}: no line for `llama3_8b_instruct_qlora_chinese_e1` 9.9.9 "
         "(a version bump needs a changelog line)"
     ]
 

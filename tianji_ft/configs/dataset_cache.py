@@ -14,7 +14,6 @@ rebuilding, and a build always shuffles with a fixed seed.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import glob
 import hashlib
@@ -397,6 +396,6 @@ def _distributed_load_or_build(path: Path, key: str, parts: dict, process_kwargs
     dataset = _load(path)
     if dist.get_rank() == 0:
         return _report(dataset, path, key, hit, time.monotonic() - start)
-    with contextlib.suppress(Exception):
-        setattr(dataset, "tianji_cache", {"key": key, "hit": hit, "path": str(path)})
+    # Only rank 0 knows whether it built; the others loaded what it saved.
+    setattr(dataset, "tianji_cache", {"key": key, "hit": None, "path": str(path)})
     return dataset

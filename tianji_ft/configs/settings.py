@@ -55,6 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--save-steps", "TIANJI_SAVE_STEPS", "int", "save a checkpoint every N iterations", "save_steps"),
     Setting("--save-total-limit", "TIANJI_SAVE_TOTAL_LIMIT", "int", "checkpoints kept (-1: all)", "save_total_limit"),
     Setting("--eval-freq", "TIANJI_EVAL_FREQ", "int", "run the evaluation prompts every N iterations", "evaluation_freq"),
+    Setting("--eval-max-new-tokens", "TIANJI_EVAL_MAX_NEW_TOKENS", "int", "longest answer the evaluation hook generates", "evaluation_max_new_tokens"),
     Setting("--warmup-ratio", "TIANJI_WARMUP_RATIO", "float", "fraction of training spent warming up the learning rate (0: none)", "warmup_ratio"),
     Setting("--seed", "TIANJI_SEED", "int", "random seed (data order, packing, initialisation)", "seed"),
     Setting("--pack", "TIANJI_PACK", "bool", "pack short samples into max_length sequences", "pack_to_max_length"),

@@ -57,6 +57,7 @@ save_total_limit = int(_env("TIANJI_SAVE_TOTAL_LIMIT", "$save_total_limit"))  # 
 
 # Evaluate the generation performance during the training
 evaluation_freq = int(_env("TIANJI_EVAL_FREQ", "$eval_freq"))
+evaluation_max_new_tokens = int(_env("TIANJI_EVAL_MAX_NEW_TOKENS", "600"))  # XTuner's default
 SYSTEM = _env("TIANJI_SYSTEM", $system)
 # TIANJI_EVAL_PROMPTS: a JSON list of strings
 evaluation_inputs = (
@@ -158,6 +159,7 @@ custom_hooks = [
         evaluation_inputs=evaluation_inputs,
         system=SYSTEM,
         prompt_template=prompt_template,
+        max_new_tokens=evaluation_max_new_tokens,
     ),
 ]
 

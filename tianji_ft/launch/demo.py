@@ -21,11 +21,12 @@ from tianji_ft.utils.paths import DATA_DIR
 
 DEMO_DATA = DATA_DIR / "demo" / "wishes.jsonl"
 DEMO_CONFIG = "internlm2_chat_7b_qlora_wishes_e3"
-# Enough steps for the tiny model's LoRA to memorise eight short answers.
-TINY_TRAINING = dict(settings={"TIANJI_EPOCHS": "30", "TIANJI_LR": "3e-3", "TIANJI_MAX_LENGTH": "128",
+# The seed's LoRA settings; enough steps for the tiny model to memorise eight short answers.
+TINY_TRAINING = dict(settings={"TIANJI_EPOCHS": "40", "TIANJI_LR": "2e-3", "TIANJI_MAX_LENGTH": "128",
                                "TIANJI_ACCUM": "1", "TIANJI_WARMUP_RATIO": "0", "TIANJI_SAVE_STEPS": "100000",
-                               "TIANJI_EVAL_FREQ": "100000", "TIANJI_SEED": "0"},
-                     cfg_options=["model.lora.lora_alpha=64"])
+                               "TIANJI_EVAL_FREQ": "100000", "TIANJI_EVAL_MAX_NEW_TOKENS": "64",
+                               "TIANJI_SEED": "0"},
+                     cfg_options=[])
 MAX_LOSS_RATIO = 0.2
 
 

@@ -82,6 +82,13 @@ def _config_and_meta(config: str) -> tuple[Path, dict]:
     return path, config_meta(path)
 
 
+def _default_model(config_path: Path) -> str | None:
+    """The model the config loads when TIANJI_MODEL is unset."""
+    from tianji_ft.configs.registry import config_settings
+
+    return (config_settings(config_path).get("TIANJI_MODEL") or {}).get("default")
+
+
 def _data_entries(files: list[str]) -> list[dict]:
     entries = []
     for name in files:
@@ -108,9 +115,12 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
         model = model or str(ensure_tiny_model(family))
         if not data:
             data = [str(PROJECT_ROOT / p) for p in meta.get("tiny_data", [])]
-        # A few short packed rows: zero-length warmup would be rejected by mmengine.
-        for key, value in (("TIANJI_MAX_LENGTH", "256"), ("TIANJI_ACCUM", "1"), ("TIANJI_WARMUP_RATIO", "0"),
-                           ("TIANJI_EPOCHS", "1"), ("TIANJI_BATCH_SIZE", "1")):
+        # A few short packed rows (MS-Agent samples are ~750 tiny-tokenizer tokens and
+        # would lose every label at 256); no warmup, which mmengine rejects when it
+        # rounds to zero iterations; short evaluation answers.
+        max_length = "1024" if meta.get("data_format") == "msagent" else "256"
+        for key, value in (("TIANJI_MAX_LENGTH", max_length), ("TIANJI_ACCUM", "1"), ("TIANJI_WARMUP_RATIO", "0"),
+                           ("TIANJI_EPOCHS", "1"), ("TIANJI_BATCH_SIZE", "1"), ("TIANJI_EVAL_MAX_NEW_TOKENS", "16")):
             settings.setdefault(key, value)
         notes.append(f"--tiny: tiny {family} model {model}")
     if model:
@@ -152,7 +162,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     manifest = {
         "config": {"name": name, "version": meta.get("version"), "path": str(config_path),
                    "sha256": sha256_file(config_path)},
-        "model": settings.get("TIANJI_MODEL") or (meta.get("hub") or {}).get("huggingface"),
+        "model": settings.get("TIANJI_MODEL") or _default_model(config_path),
         "family": meta.get("family"),
         "template": meta.get("template"),
         "system": settings.get("TIANJI_SYSTEM", meta.get("system", "")),
