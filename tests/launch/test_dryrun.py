@@ -149,3 +149,22 @@ def test_a_map_fn_that_fails_names_the_record(tmp_path):
 
     problems = check_records(list(json_file_records(data)), messages_map_fn)
     assert problems == [f"{data}:2: dataset_map_fn failed: KeyError: 'messages'"]
+
+
+def test_after_a_map_fn_a_turn_may_lack_input_when_a_template_fills_it(tmp_path):
+    data = write_lines(tmp_path / "tool.jsonl", [json.dumps({"turns": ["问天气", "调用工具", "晴"]}, ensure_ascii=False)])
+
+    def tool_map_fn(example):  # like XTuner's msagent_react_map_fn: a tool response turn has no input
+        q, call, answer = example["turns"]
+        return {"conversation": [{"input": q, "output": call}, {"system": "Response: 晴", "output": answer}]}
+
+    records = list(json_file_records(data))
+    assert check_records(records, tool_map_fn, templated=True) == []
+    assert check_records(records, tool_map_fn, templated=False) == [
+        f"{data}:1: after dataset_map_fn, turn 2 has no 'input'"]
+
+
+@pytest.mark.slow
+def test_max_length_too_short_for_any_answer_is_a_one_line_error(tokenizer_dir, tmp_path):
+    with pytest.raises(UserError, match=r"no training sample left after tokenizing with max_length=8"):
+        dry_run(CONFIG, env_for(tokenizer_dir, tmp_path, max_length=8), [])

@@ -321,6 +321,14 @@ def build(process_kwargs: dict, seed: int):
     np.random.seed(seed)
     try:
         return process(**process_kwargs)
+    except KeyError as err:
+        # XTuner's process() fails this way when filtering left no rows.
+        if "length" not in str(err):
+            raise
+        raise UserError(
+            f"no training sample left after tokenizing with max_length={process_kwargs.get('max_length')}: "
+            "every record has an empty answer or one that starts beyond max_length; raise max_length "
+            "(TIANJI_MAX_LENGTH) or check the data") from err
     finally:
         np.random.set_state(state)
 

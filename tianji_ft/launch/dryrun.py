@@ -39,7 +39,7 @@ def dry_run(config_path, env: dict, cfg_options: list[str], world_size: int | No
         records = list(source_records(ds_cfg))
         if ds_cfg.get("max_dataset_length") is not None:
             records = records[: int(ds_cfg["max_dataset_length"])]
-        problems = check_records(records, ds_cfg.get("dataset_map_fn"))
+        problems = check_records(records, ds_cfg.get("dataset_map_fn"), ds_cfg.get("template_map_fn") is not None)
         if problems:
             raise UserError(problem_line(problems))
         examples = decoded_examples(records[:EXAMPLES], ds_cfg, tokenizer)
@@ -197,8 +197,12 @@ def json_file_records(path: Path, field: str | None = None) -> Iterator[tuple[st
             yield f"{path}:{lineno}", BadJson(f"invalid JSON ({err.msg} at column {err.colno})")
 
 
-def conversation_problem(record) -> str | None:
-    """Why ``record`` is not in XTuner's conversation format (``check-custom-dataset``'s test), or None."""
+def conversation_problem(record, input_optional: bool = False) -> str | None:
+    """Why ``record`` is not in XTuner's conversation format (``check-custom-dataset``'s test), or None.
+
+    ``input_optional``: a turn may lack 'input' (the template fills in an
+    empty one), as XTuner's own map fns produce for tool-response turns.
+    """
     if not isinstance(record, dict):
         return "not a JSON object"
     if "conversation" not in record:
@@ -212,6 +216,8 @@ def conversation_problem(record) -> str | None:
         if not isinstance(turn, dict):
             return f"turn {i} is {type(turn).__name__}, not an object"
         for key in ("input", "output"):
+            if key == "input" and input_optional and turn.get(key) is None:
+                continue
             if key not in turn:
                 return f"turn {i} has no '{key}'"
             if not isinstance(turn[key], str):
@@ -239,8 +245,12 @@ def apply_map_fn(map_fn, record) -> dict:
     return {**record, **map_fn(copy.deepcopy(record))}
 
 
-def check_records(records: list[tuple[str, object]], dataset_map_fn=None) -> list[str]:
-    """``where: what`` for every record that XTuner would reject or silently drop, in file order."""
+def check_records(records: list[tuple[str, object]], dataset_map_fn=None, templated: bool = True) -> list[str]:
+    """``where: what`` for every record that XTuner would reject or silently drop, in file order.
+
+    ``templated``: a template_map_fn runs after the map fn (it supplies
+    missing inputs).
+    """
     map_fn = resolve_map_fn(dataset_map_fn)
     parsed = [r for _, r in records if not isinstance(r, BadJson)]
     if map_fn is not None and parsed and all(conversation_problem(r) is None for r in parsed):
@@ -259,7 +269,7 @@ def check_records(records: list[tuple[str, object]], dataset_map_fn=None) -> lis
             problems.append(f"{where}: not a JSON object")
         else:
             try:
-                problem = conversation_problem(apply_map_fn(map_fn, record))
+                problem = conversation_problem(apply_map_fn(map_fn, record), input_optional=templated)
             except Exception as err:
                 problems.append(f"{where}: dataset_map_fn failed: {_one_line(err)}")
                 continue
