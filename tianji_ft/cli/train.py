@@ -50,14 +50,12 @@ def run(args) -> int:
 
     req = build_request(args)
     if args.dry_run:
-        from tianji_ft.launch.dryrun import dry_run
+        from tianji_ft.launch.dryrun import dry_run, format_report
 
         p = launcher.plan(req)
-        report = dry_run(p["manifest"]["config"]["path"], p["env"], p["manifest"]["cfg_options"])
-        for key in ("samples", "packed_rows", "iters_per_epoch", "optimizer_steps_per_epoch", "tokens_per_epoch"):
-            print(f"{key}: {report.get(key)}")
-        for example in report.get("examples", [])[:2]:
-            print("example:", example)
+        report = dry_run(p["manifest"]["config"]["path"], p["env"], p["manifest"]["cfg_options"],
+                         world_size=p["manifest"]["world_size"])
+        print(format_report(report))
         return 0
     if args.detach:
         from pathlib import Path
