@@ -22,7 +22,7 @@ from tianji_ft.utils.paths import DATA_DIR
 DEMO_DATA = DATA_DIR / "demo" / "wishes.jsonl"
 DEMO_CONFIG = "internlm2_chat_7b_qlora_wishes_e3"
 # The seed's LoRA settings; enough steps for the tiny model to memorise eight short answers.
-TINY_TRAINING = dict(settings={"TIANJI_EPOCHS": "40", "TIANJI_LR": "2e-3", "TIANJI_MAX_LENGTH": "128",
+TINY_TRAINING = dict(settings={"TIANJI_EPOCHS": "25", "TIANJI_LR": "2e-3", "TIANJI_MAX_LENGTH": "128",
                                "TIANJI_ACCUM": "1", "TIANJI_WARMUP_RATIO": "0", "TIANJI_SAVE_STEPS": "100000",
                                "TIANJI_EVAL_FREQ": "100000", "TIANJI_EVAL_MAX_NEW_TOKENS": "64",
                                "TIANJI_SEED": "0"},

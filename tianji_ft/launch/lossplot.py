@@ -43,7 +43,10 @@ def plot_loss(work_dir: str | Path, out: str | Path | None = None) -> Path | Non
         ax2 = ax.twinx()
         ax2.plot(iters, [r.get("lr", float("nan")) for r in records], color="tab:orange", label="lr")
         ax2.set_ylabel("learning rate", color="tab:orange")
-    ax.set_title(Path(work_dir).name)
+    from tianji_ft.launch.manifest import read_manifest
+
+    manifest = read_manifest(work_dir, required=False) or {}
+    ax.set_title(manifest.get("config", {}).get("name") or Path(work_dir).name)
     fig.tight_layout()
     out = Path(out or Path(work_dir) / "loss.png")
     with atomic_open(out, "wb") as fh:
