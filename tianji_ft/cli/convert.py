@@ -1,0 +1,24 @@
+"""``tianji-ft convert``: a training checkpoint -> a Hugging Face adapter (LoRA) or model (full fine-tune)."""
+
+from __future__ import annotations
+
+from tianji_ft.cli._common import add_verb
+
+EXAMPLE = """tianji-ft convert work_dirs/wishes                      # last checkpoint -> work_dirs/wishes/hf_adapter
+tianji-ft convert work_dirs/wishes --iter 500 -o adapters/wishes_iter500"""
+
+
+def register(sub) -> None:
+    p = add_verb(sub, "convert", "Convert a work dir's checkpoint (.pth or DeepSpeed folder) to safetensors, "
+                                 "with the tokenizer, using the run's own config.", EXAMPLE, run)
+    p.add_argument("work_dir", metavar="WORK_DIR", help="the training work dir (holds tianji_run.json and iter_*.pth)")
+    p.add_argument("--iter", type=int, dest="iteration", metavar="N", help="convert iter_N.pth (default: the last checkpoint)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: WORK_DIR/hf_adapter)")
+
+
+def run(args) -> int:
+    from tianji_ft.launch.convert import convert
+
+    out = convert(args.work_dir, iteration=args.iteration, out_dir=args.output)
+    print(f"converted -> {out}")
+    return 0
