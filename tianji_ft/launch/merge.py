@@ -131,7 +131,8 @@ def from_f32(values, dtype: str, scratch: Scratch | None = None):
         return values
     if dtype != "BF16":
         out = scratch.get("out", values.size, {"F16": "float16", "F64": "float64"}[dtype])
-        out[...] = values
+        with np.errstate(over="ignore"):  # beyond fp16's range is inf, as in torch
+            out[...] = values
         return out
     nans = np.isnan(values) if values.size and np.isnan(values.max()) else None
     bits = values.view(np.uint32)
@@ -300,7 +301,8 @@ def load_adapter(adapter_dir: str | Path) -> Adapter:
         if match:
             parts.setdefault(match["module"], {})[match["part"]] = entry
         else:
-            replaced[key.removeprefix("base_model.model.")] = entry
+            # modules_to_save copies, trained biases, and (save_embedding_layers) the embedding's base weights
+            replaced[key.removeprefix("base_model.model.").replace(".base_layer.", ".")] = entry
     pairs = {}
     for module, found in parts.items():
         if config.get("use_dora") or "lora_magnitude_vector" in found:
@@ -492,13 +494,11 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
                         f"{free / 1e9:.2f} GB free; free some space or write elsewhere with -o")
 
     def produce(name: str, out_dtype: str):
-        if adapter is not None and name in adapter.replaced:
-            return tensor_slices(adapter.replaced[name], out_dtype)
+        source = adapter.replaced.get(name, base[name]) if adapter is not None else base[name]
         pair = adapter.pairs.get(name) if adapter is not None else None
-        entry = base[name]
-        if pair is None and entry.dtype == out_dtype and entry.raw:
-            return entry  # unchanged: copied byte for byte
-        return tensor_slices(entry, out_dtype, pair)
+        if pair is None and source.dtype == out_dtype and source.raw:
+            return source  # unchanged: copied byte for byte
+        return tensor_slices(source, out_dtype, pair)
 
     try:
         with atomic_dir(out_dir) as tmp:
