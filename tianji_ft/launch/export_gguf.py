@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tianji_ft.launch.merge import FLOAT_DTYPES, read_weights, stop_token_ids, to_f32
-from tianji_ft.launch.modelfile import model_manifest, render_modelfile, stop_words, template_name
+from tianji_ft.launch.merge import FLOAT_DTYPES, read_weights, to_f32
+from tianji_ft.launch.modelfile import model_manifest, render_modelfile, stop_token_ids, stop_words, template_name
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import atomic_dir
 

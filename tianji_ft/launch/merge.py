@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tianji_ft.launch.modelfile import model_manifest, stop_words, template_name
+from tianji_ft.launch.modelfile import generation_config, model_manifest, template_name
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import atomic_dir, write_json
 
@@ -60,10 +60,6 @@ class Entry:
     def raw(self) -> bool:
         return self.loaded is None
 
-    @property
-    def row_bytes(self) -> int:
-        return math.prod(self.shape[1:]) * ITEM_SIZES[self.dtype]
-
     def rows(self):
         return self.shape[0] if self.shape else 1
 
@@ -75,7 +71,7 @@ class Entry:
 
             part = self.loaded[row0:row1] if self.shape else self.loaded
             return part.contiguous().view(torch.uint8).numpy().reshape(-1)
-        size = self.row_bytes
+        size = math.prod(self.shape[1:]) * ITEM_SIZES[self.dtype]
         buf = (scratch or Scratch()).get("raw", (row1 - row0) * size, "uint8")
         with open(self.file, "rb") as fh:
             fh.seek(self.start + row0 * size)
@@ -411,38 +407,6 @@ def parse_size(text: str | int) -> int:
     unit = (match.group(2) or "B").upper()
     power = "BKMGT".index(unit[0])
     return int(float(match.group(1)) * (1024 if "I" in unit else 1000) ** power)
-
-
-def stop_token_ids(model_dir: Path, words: list[str]) -> list[int]:
-    """Ids of those ``words`` that are single tokens in the tokenizer of ``model_dir``."""
-    table: dict[str, int] = {}
-    tokenizer_json, config_json = model_dir / "tokenizer.json", model_dir / "tokenizer_config.json"
-    if tokenizer_json.is_file():
-        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-        table.update({t["content"]: t["id"] for t in data.get("added_tokens", [])})
-        vocab = data.get("model", {}).get("vocab")
-        if isinstance(vocab, dict):
-            table.update({w: i for w, i in vocab.items() if w in words})
-    if config_json.is_file():
-        decoder = json.loads(config_json.read_text(encoding="utf-8")).get("added_tokens_decoder", {})
-        table.update({t["content"]: int(i) for i, t in decoder.items()})
-    return [table[w] for w in words if w in table]
-
-
-def generation_config(base_dir: Path, tokenizer_dir: Path, template: str | None) -> dict:
-    """The base's generation config with the template's stop tokens added to ``eos_token_id``."""
-    path = base_dir / "generation_config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if config.get(key) is None and model_config.get(key) is not None:
-            config[key] = model_config[key]
-    eos = config.get("eos_token_id")
-    eos = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
-    if template:
-        eos += [i for i in stop_token_ids(tokenizer_dir, stop_words(template)) if i not in eos]
-    config["eos_token_id"] = eos[0] if len(eos) == 1 else eos
-    return config
 
 
 def copy_tokenizer(src: Path, dst: Path) -> list[str]:

@@ -92,6 +92,38 @@ def stop_words(name: str) -> list[str]:
     return words
 
 
+def stop_token_ids(model_dir: Path, words: list[str]) -> list[int]:
+    """Ids of those ``words`` that are single tokens in the tokenizer of ``model_dir``."""
+    table: dict[str, int] = {}
+    tokenizer_json, config_json = model_dir / "tokenizer.json", model_dir / "tokenizer_config.json"
+    if tokenizer_json.is_file():
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        table.update({t["content"]: t["id"] for t in data.get("added_tokens", [])})
+        vocab = data.get("model", {}).get("vocab")
+        if isinstance(vocab, dict):
+            table.update({w: i for w, i in vocab.items() if w in words})
+    if config_json.is_file():
+        decoder = json.loads(config_json.read_text(encoding="utf-8")).get("added_tokens_decoder", {})
+        table.update({t["content"]: int(i) for i, t in decoder.items()})
+    return [table[w] for w in words if w in table]
+
+
+def generation_config(base_dir: Path, tokenizer_dir: Path, template: str | None) -> dict:
+    """The base's generation config with the template's stop tokens added to ``eos_token_id``."""
+    path = base_dir / "generation_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if config.get(key) is None and model_config.get(key) is not None:
+            config[key] = model_config[key]
+    eos = config.get("eos_token_id")
+    eos = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
+    if template:
+        eos += [i for i in stop_token_ids(tokenizer_dir, stop_words(template)) if i not in eos]
+    config["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+    return config
+
+
 def _go_literal(text: str) -> str:
     # Template text between Go actions is literal; only "{{" would start an action.
     return text.replace("{{", '{{ "{{" }}')
