@@ -10,7 +10,9 @@ a rank-64 LoRA on every linear layer of every block, saved as a PEFT adapter
    --max-shard-size 2GB`` through ``tool_command("merge")`` + ``launch_env()``.
 
 Each runs in its own child process; its peak RSS is that child's
-``ru_maxrss`` from ``os.wait4``. The runs alternate (ours, XTuner, ours, ...)
+``ru_maxrss`` from ``os.wait4``. A child's peak counts the memory of the
+process it was started from, so the synthetic model is built in a child of
+its own and this process stays small until the timed runs are over. The runs alternate (ours, XTuner, ours, ...)
 so a busy machine slows both alike; the best wall time of each is reported.
 Then our output is compared with PEFT's ``merge_and_unload`` computed in fp32
 and rounded once to bf16 (the max abs difference must be 0).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -151,7 +154,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="runs of each merge, alternating (default 2)")
     parser.add_argument("--keep", type=Path, help="build into (and keep) this folder instead of a temporary one")
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
     args = parser.parse_args()
+    if args.build:
+        start = time.monotonic()
+        params = build_base(args.build / "base")
+        adapter_bytes = build_adapter(args.build / "base", args.build / "adapter")
+        shards = sorted((args.build / "base").glob("*.safetensors"))
+        print(f"built in {time.monotonic() - start:.0f} s: {params / 1e6:.0f}M-parameter Llama (bf16, "
+              f"{len(shards)} shards, {sum(p.stat().st_size for p in shards) / 1e9:.2f} GB), "
+              f"rank-{RANK} LoRA adapter {adapter_bytes / 1e6:.0f} MB", flush=True)
+        return 0
 
     from tianji_ft.launch.runner import launch_env, tool_command
 
@@ -161,19 +174,15 @@ def main() -> int:
         if not (base / "model.safetensors.index.json").exists():
             shutil.rmtree(base, ignore_errors=True)
             shutil.rmtree(adapter, ignore_errors=True)
-            start = time.monotonic()
-            params = build_base(base)
-            adapter_bytes = build_adapter(base, adapter)
-            print(f"built in {time.monotonic() - start:.0f} s: {params / 1e6:.0f}M-parameter Llama (bf16, "
-                  f"{len(list(base.glob('*.safetensors')))} shards, "
-                  f"{sum(p.stat().st_size for p in base.glob('*.safetensors')) / 1e9:.2f} GB), "
-                  f"rank-{RANK} LoRA adapter {adapter_bytes / 1e6:.0f} MB")
+            subprocess.run([sys.executable, __file__, "--build", str(work)], check=True)
         ours_cmd = [sys.executable, "-m", "tianji_ft", "merge", str(base), str(adapter), "-o", str(work / "ours"),
                     "--max-shard-size", "2GB"]
         xtuner_cmd = tool_command("merge", [str(base), str(adapter), str(work / "xtuner"), "--max-shard-size", "2GB"])
         env = launch_env()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         results = {"ours": [], "xtuner": []}
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+        print(f"this process: {own:.2f} GB (a floor under every child's peak RSS)", flush=True)
         for _ in range(args.runs):
             for key, cmd in (("ours", ours_cmd), ("xtuner", xtuner_cmd)):
                 shutil.rmtree(work / key, ignore_errors=True)
