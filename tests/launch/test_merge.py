@@ -239,6 +239,12 @@ def test_merge_never_imports_torch(tiny_llama3, llama3_adapter, tmp_path):
     assert proc.stdout.strip() == "False"
 
 
+def test_a_hub_id_not_downloaded_says_how_to_get_it(llama3_adapter, tmp_path, capsys):
+    code = main(["merge", "tianji-tests/no-such-model-7b", str(llama3_adapter), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "huggingface-cli download tianji-tests/no-such-model-7b" in err
+
+
 def test_cli_merge_rejects_a_folder_without_adapter(tiny_llama3, tmp_path, capsys):
     code = main(["merge", str(tiny_llama3), str(tmp_path), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err

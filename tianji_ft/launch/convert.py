@@ -85,7 +85,12 @@ def pth_to_hf_command(config: Path, checkpoint: Path, out: Path, cfg_options: li
 def _base_dtype(model: str | None) -> str:
     import json
 
-    config = Path(model or "") / "config.json"
+    from tianji_ft.launch.merge import local_model_dir
+
+    try:
+        config = local_model_dir(model or "") / "config.json"
+    except UserError:
+        return "bf16"
     if config.is_file():
         name = json.loads(config.read_text(encoding="utf-8")).get("torch_dtype")
         return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(name, "bf16")

@@ -429,13 +429,28 @@ def _copy_model_files(base_dir: Path, dst: Path) -> None:
         shutil.copy2(path, dst / path.name)
 
 
+def local_model_dir(model: str | Path) -> Path:
+    """``model`` itself, or for a hub id (the manifest's default model) its copy in the Hugging Face cache."""
+    path = Path(model)
+    if path.is_dir() or str(model).count("/") != 1 or path.is_absolute():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    except Exception:  # not cached (or no huggingface_hub): say how to get it
+        raise UserError(f"{model}: not a folder, and not in the Hugging Face cache; download it first "
+                        f"(huggingface-cli download {model} --local-dir models/{path.name}) and pass the folder") \
+            from None
+
+
 def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Path | None = None,
                 dtype: str = "auto", max_shard_size: str | int = "2GB", template: str | None = None) -> Path:
     """Write ``base_dir`` (+ the merged adapter, if any) to ``out_dir`` in ``dtype`` as safetensors shards.
 
     ``template`` (XTuner's name) picks the stop tokens; by default the adapter's or base's manifest says.
     """
-    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    base_dir, out_dir = local_model_dir(base_dir), Path(out_dir)
     if dtype not in OUTPUT_DTYPES:
         raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(OUTPUT_DTYPES)}")
     if not (base_dir / "config.json").is_file():
