@@ -190,3 +190,19 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3
             assert got == want, prompt
     finally:
         llm.close()
+
+
+def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_path, monkeypatch):
+    import errno
+
+    from tianji_ft.launch import export_gguf
+    from tianji_ft.utils.errors import UserError
+
+    def half_written(model_dir, path, **kwargs):
+        path.write_bytes(b"GGUF" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_gguf, "write_gguf", half_written)
+    with pytest.raises(UserError, match="disk full") as err:
+        export_ollama(tiny_llama3, tmp_path / "out" / "ollama")
+    assert "\n" not in str(err.value) and list((tmp_path / "out").iterdir()) == []

@@ -13,7 +13,7 @@ def register(sub) -> None:
                                  "with the tokenizer, using the run's own config.", EXAMPLE, run)
     p.add_argument("work_dir", metavar="WORK_DIR", help="the training work dir (holds tianji_run.json and iter_*.pth)")
     p.add_argument("--iter", type=int, dest="iteration", metavar="N", help="convert iter_N.pth (default: the last checkpoint)")
-    p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: WORK_DIR/hf_adapter)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: WORK_DIR/hf_adapter for LoRA, WORK_DIR/hf_model for a full fine-tune)")
 
 
 def run(args) -> int:

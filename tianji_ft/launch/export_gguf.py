@@ -13,6 +13,7 @@ them the export stops and prints the commands to use instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import re
@@ -266,8 +267,14 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
         raise UserError(f"{model_dir}: cannot tell its chat template (no tianji_run.json); export the folder "
                         "tianji-ft merge or convert wrote")
     gguf_name = f"{name}-{quant}.gguf"
-    with atomic_dir(out_dir) as tmp:
-        write_gguf(model_dir, tmp / gguf_name, quant=quant, name=name)
-        system = model_manifest(model_dir).get("system")
-        (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")
+    try:
+        with atomic_dir(out_dir) as tmp:
+            write_gguf(model_dir, tmp / gguf_name, quant=quant, name=name)
+            system = model_manifest(model_dir).get("system")
+            (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise UserError(f"{out_dir}: disk full while writing the GGUF ({err.strerror}); nothing was left "
+                            "behind; free some space or write elsewhere with -o") from None
+        raise
     return Export(out_dir / gguf_name, out_dir / "Modelfile", name)
