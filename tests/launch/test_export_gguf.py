@@ -163,7 +163,8 @@ def test_an_adapter_folder_is_refused_in_one_line(llama3_adapter, tmp_path, caps
 
 @pytest.mark.slow
 def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3_merged):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test-gguf)")
+    llama_cpp = pytest.importorskip("llama_cpp", exc_type=ImportError, reason=(
+        "llama-cpp-python is not importable; .venv/bin/pip install llama-cpp-python==0.3.36 (builds llama.cpp)"))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
