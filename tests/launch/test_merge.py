@@ -90,6 +90,20 @@ def test_embedding_lora_rslora_alpha_pattern_and_modules_to_save(tiny_llama3, tm
 
 
 @pytest.mark.slow
+def test_a_bin_checkpoint_base_merges_the_same(tiny_llama3, llama3_adapter, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "base_bin"  # as XTuner's own merge writes models (no --safe-serialization)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama3, torch_dtype=torch.bfloat16)
+    model.save_pretrained(base, safe_serialization=False, max_shard_size="400KB")
+    shutil.copy(tiny_llama3 / "tokenizer.json", base / "tokenizer.json")
+    assert (base / "pytorch_model.bin.index.json").is_file()
+    out = merge(base, llama3_adapter, tmp_path / "merged", dtype="bf16")
+    assert_equal_to_reference(out, peft_reference(base, llama3_adapter), "bf16")
+
+
+@pytest.mark.slow
 def test_merged_model_generates_like_base_plus_adapter(tiny_llama3, llama3_adapter, tmp_path):
     import torch
     from peft import PeftModel
