@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tianji_ft.launch import runner as run
-from tianji_ft.launch.manifest import now_iso, package_versions, read_manifest, write_manifest
+from tianji_ft.launch.manifest import now_iso, package_versions, write_manifest
 from tianji_ft.utils.errors import StepFailed, UserError
 from tianji_ft.utils.fsio import sha256_file
 from tianji_ft.utils.paths import CONFIGS_DIR, PROJECT_ROOT
@@ -217,7 +217,3 @@ def train(req: TrainRequest, runner: run.Runner | None = None, out=sys.stdout) -
 
 def request_to_json(req: TrainRequest) -> str:
     return json.dumps(asdict(req), ensure_ascii=False)
-
-
-def previous_manifest(work_dir: str | Path) -> dict | None:
-    return read_manifest(work_dir, required=False)
