@@ -1,7 +1,7 @@
 """GGUF + Modelfile export: read back with gguf's reader, and run by llama.cpp where it is installed.
 
 The llama.cpp check needs ``llama-cpp-python``, which compiles llama.cpp from
-source (about 7 minutes on a free 2-core machine); without it that test skips.
+source (11 minutes measured here on 2 shared cores); without it that test skips.
 """
 
 from __future__ import annotations
