@@ -8,6 +8,7 @@ the same either way: UTF-8, Chinese kept readable, no spaces.
 from __future__ import annotations
 
 import json
+from itertools import repeat
 
 try:  # optional speed-up; every caller works without it
     import orjson
@@ -51,9 +52,19 @@ if orjson is not None:
         except TypeError:  # a big integer or a non-text key: the stdlib copes
             return _std_dumps(obj) + b"\n"
 
+    def dumps_lines(objs: list, _dumps=orjson.dumps, _opt=orjson.OPT_APPEND_NEWLINE) -> bytes:
+        """``dumps_line`` of each object, joined: the loop runs in C."""
+        try:
+            return b"".join(map(_dumps, objs, repeat(None, len(objs)), repeat(_opt, len(objs))))
+        except TypeError:
+            return b"".join(map(dumps_line, objs))
+
 else:  # pragma: no cover
     loads = fast_loads = std_loads
     dumps = _std_dumps
 
     def dumps_line(obj) -> bytes:
         return _std_dumps(obj) + b"\n"
+
+    def dumps_lines(objs: list) -> bytes:
+        return b"".join(map(dumps_line, objs))

@@ -9,16 +9,18 @@ records to OUT and rejected ones (with source file, index and reason) to
 from __future__ import annotations
 
 from collections import deque
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from tianji_ft.data.accounting import RejectSink, Rejected, Tally, refuse_overwrite, rejects_path, write_report
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.schema import RecordWriter, check_output_path, iter_records
-from tianji_ft.data.sources import expand_sources, read_rows
+from tianji_ft.data.sources import batched, expand_sources, read_batches
 from tianji_ft.utils.errors import UserError
 
 Reader = Callable[[Path], Iterable[tuple[int, Any]]]
+BatchReader = Callable[[Path], Iterable[tuple[int, list]]]
 Transform = Callable[[Iterator], Iterator]
 
 
@@ -34,40 +36,73 @@ def check_fields(source: Path, row: Any, fields: Iterable[str], hint: str = "") 
 
 
 def process(sources: list[Path], transform: Transform, out: str | Path, *, reader: Reader = iter_records,
-            fields: Iterable[str] = (), hint: str = "", tally: Tally | None = None,
-            report: str | Path | None = None) -> Tally:
-    """Apply ``transform`` (one result per row, in order) to the rows of ``sources``."""
+            batch_reader: BatchReader | None = None, fields: Iterable[str] = (), hint: str = "",
+            tally: Tally | None = None, report: str | Path | None = None) -> Tally:
+    """Apply ``transform`` (one result per row, in order) to the rows of ``sources``.
+
+    ``reader`` gives a file's ``(index, row)`` pairs; ``batch_reader``, if
+    given, its ``(index of the first row, rows)`` batches instead (faster).
+    """
     out = check_output_path(out)
     rejects = rejects_path(out)
     refuse_overwrite(sources, out, rejects)
     tally = tally if tally is not None else Tally()
     fields = tuple(fields)
-    origins: deque = deque()  # (source, index, row) of rows read but not yet answered
+    # Batches read but not wholly answered, as [source, first index, rows, rows answered]:
+    # results are matched to rows by position, so nothing is kept per row.
+    origins: deque = deque()
     read = 0
 
-    def rows() -> Iterator:
+    def batches() -> Iterator[list]:
         nonlocal read
-        push = origins.append
         for source in sources:
             first = True
-            for index, row in reader(source):
+            for start, rows in (batch_reader(source) if batch_reader else batched(reader(source))):
+                if not rows:
+                    continue
                 if first:
-                    check_fields(source, row, fields, hint)
+                    check_fields(source, rows[0], fields, hint)
                     first = False
-                push((source, index, row))
-                read += 1
-                yield row
+                origins.append([source, start, rows, 0])
+                read += len(rows)
+                yield rows
 
+    def locate(pos: int) -> tuple:
+        """Source, index and row of the unanswered row ``pos`` places ahead."""
+        for source, start, rows, done in origins:
+            if pos < len(rows) - done:
+                return source, start + done + pos, rows[done + pos]
+            pos -= len(rows) - done
+        raise AssertionError("the transform yielded more results than it read rows")
+
+    def answered(n: int) -> None:
+        while n:
+            if not origins:
+                raise AssertionError("the transform yielded more results than it read rows")
+            batch = origins[0]
+            take = min(n, len(batch[2]) - batch[3])
+            batch[3] += take
+            n -= take
+            if batch[3] == len(batch[2]):
+                origins.popleft()
+
+    results = transform(chain.from_iterable(batches()))
     with RecordWriter(out) as writer, RejectSink(rejects) as sink:
-        write, pop = writer.write, origins.popleft
-        for result in transform(rows()):
-            if result.__class__ is Rejected:
-                source, index, row = pop()
-                tally.reject(result.reason)
-                sink.add(source, index, result.reason, row, result.detail)
+        while chunk := list(islice(results, 1024)):
+            kinds = list(map(type, chunk))
+            if Rejected in kinds:  # log the rejects; write the records around them
+                kept, begin = [], 0
+                for pos in _positions(kinds, Rejected):
+                    kept += chunk[begin:pos]
+                    begin = pos + 1
+                    source, index, row = locate(pos)
+                    tally.reject(chunk[pos].reason)
+                    sink.add(source, index, chunk[pos].reason, row, chunk[pos].detail)
+                kept += chunk[begin:]
+                writer.write_many(kept)
             else:
-                pop()
-                write(result)
+                writer.write_many(chunk)
+            answered(len(chunk))
         if origins:
             raise AssertionError("the transform yielded fewer results than it read rows")
     tally.read = read
@@ -75,6 +110,17 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
     tally.check()
     write_report(report, tally)
     return tally
+
+
+def _positions(items: list, value) -> Iterator[int]:
+    """Where ``value`` is in ``items`` (the search runs in C)."""
+    pos = -1
+    try:
+        while True:
+            pos = items.index(value, pos + 1)
+            yield pos
+    except ValueError:
+        return
 
 
 def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, options: dict | None = None,
@@ -96,5 +142,5 @@ def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, 
     if conv.takes_notes():
         options["notes"] = tally.notes
     return process(files, lambda rows: conv.func(rows, **options), out,
-                   reader=lambda path: read_rows(path, encoding, sheet),
+                   batch_reader=lambda path: read_batches(path, encoding, sheet),
                    fields=conv.required_fields(options), hint=conv.hint, tally=tally, report=report)

@@ -17,8 +17,9 @@ non-empty ``output``. Keys other than ``conversation`` at the top level are
 allowed (XTuner ignores them); keys other than system/input/output inside a
 turn are not.
 
-Readers stream: JSONL line by line, JSON arrays element by element (the
-array is never held whole), so memory stays flat however large the file.
+Readers stream: JSONL a block of lines at a time, JSON arrays element by
+element (the array is never held whole), so memory stays flat however large
+the file.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, List, TypedDict
 
-from tianji_ft.data.jsonfast import dumps, dumps_line, fast_loads, loads, std_loads
+from tianji_ft.data.jsonfast import dumps, dumps_line, dumps_lines, fast_loads, loads, std_loads
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import atomic_open
 
@@ -137,46 +138,69 @@ def _first_byte(path: Path) -> bytes | None:
 
 
 _BLANK = object()
+_BLOCK = 1 << 20  # bytes of lines read, parsed and written at a time
 
 
-def _iter_jsonl(path: Path, encoding: str, need_records: bool = False) -> Iterator[tuple[int, Any]]:
-    # Hot loop: orjson straight on the bytes; anything unusual (a blank line,
-    # a BOM, another encoding, an error) takes the careful path.
+def line_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
+    """``(number of the first line, lines)`` for each block of a file, lines
+    as bytes with their newline. The first line comes alone, so a caller can
+    look at it before the rest of the block is parsed."""
+    with open(path, "rb", buffering=_BLOCK) as fh:
+        lineno, lines = 1, [fh.readline()]
+        while lines[0]:
+            yield lineno, lines
+            lineno += len(lines)
+            lines = fh.readlines(_BLOCK) or [b""]  # the lines are found with memchr, in C
+
+
+def parse_lines(path: Path, lineno: int, lines: list[bytes], encoding: str = "utf-8", fast=fast_loads
+                ) -> tuple[list, UserError | None]:
+    """The values of JSONL ``lines`` (blank lines skipped), and the error at
+    the first malformed one (the values are those before it)."""
+    try:
+        return list(map(fast, lines)), None  # the hot path: one C loop per block
+    except Exception:
+        pass  # a blank line, a BOM, a big integer or an error: line by line
+    values = []
+    for n, raw in enumerate(lines, lineno):
+        try:
+            value = fast(raw)
+        except Exception:
+            try:
+                value = _careful_line(path, n, raw, encoding)
+            except UserError as err:
+                return values, err
+            if value is _BLANK:
+                continue
+        values.append(value)
+    return values, None
+
+
+def jsonl_batches(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, list]]:
+    """``(index of the first record, records)`` of a JSONL file, a block at a time."""
+    path = Path(path)
     if codecs.lookup(encoding).name == "utf-8":
         fast = fast_loads
     else:
         def fast(raw: bytes) -> Any:
             return loads(raw.decode(encoding))
     index = 0
-    with open(path, "rb", buffering=1 << 20) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                value = fast(raw)
-            except Exception:
-                value = _careful_line(path, lineno, raw, encoding)
-                if value is _BLANK:
-                    continue
-            yield index, value
-            index += 1
-    if need_records and not index:
+    for lineno, lines in line_blocks(path):
+        values, err = parse_lines(path, lineno, lines, encoding, fast)
+        if values:
+            yield index, values
+            index += len(values)
+        if err is not None:
+            raise err
+
+
+def _iter_jsonl(path: Path, encoding: str, need_records: bool = False) -> Iterator[tuple[int, Any]]:
+    found = False
+    for index, values in jsonl_batches(path, encoding):
+        found = True
+        yield from enumerate(values, index)
+    if need_records and not found:
         raise _no_records(path)
-
-
-def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """``(index, line)`` of a UTF-8 JSONL file: each line checked to be JSON,
-    returned as its bytes (newline-terminated) for copying without re-encoding."""
-    path = Path(path)
-    index = 0
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                fast_loads(raw)
-            except Exception:
-                if _careful_line(path, lineno, raw, "utf-8") is _BLANK:
-                    continue
-                raw = raw[3:] if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else raw
-            yield index, raw if raw.endswith(b"\n") else raw + b"\n"
-            index += 1
 
 
 def is_jsonl(path: str | Path) -> bool:
@@ -356,6 +380,30 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+class Gather:
+    """Writes to ``fh`` gathered into blocks of a few MiB: Linux takes one 4 MiB
+    write into the page cache several times faster than 32 writes of 128 KiB."""
+
+    SIZE = 4 << 20
+
+    def __init__(self, fh):
+        self.fh = fh
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self.SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self.fh.write(b"".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+
 class RecordWriter:
     """Write records to ``.jsonl`` (one a line) or ``.json`` (an array, one
     record a line), atomically: the file appears complete or not at all.
@@ -363,13 +411,13 @@ class RecordWriter:
     Use as a context manager; an exception inside leaves ``path`` untouched.
     """
 
-    _BATCH = 256  # lines joined per file write: one write call per line costs more than the JSON
+    _BATCH = 256  # lines joined at a time: a write call per line costs more than the JSON
 
     def __init__(self, path: str | Path):
         self.path = check_output_path(path)
         self.array = self.path.suffix.lower() == ".json"
         self._ctx = atomic_open(self.path, "wb")
-        self._fh = None
+        self._out = None
         self._pending: list[bytes] = []
         self._flushed = 0
 
@@ -379,9 +427,9 @@ class RecordWriter:
         return self._flushed + len(self._pending)
 
     def __enter__(self) -> "RecordWriter":
-        self._fh = self._ctx.__enter__()
+        self._out = Gather(self._ctx.__enter__())
         if self.array:
-            self._fh.write(b"[")
+            self._out.write(b"[")
         else:
             self.write = self._line_writer()  # the hot path: no per-record branching
         return self
@@ -398,20 +446,31 @@ class RecordWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._fh.write(b"".join(self._pending))
+            self._out.write(b"".join(self._pending))
             self._flushed += len(self._pending)
             self._pending.clear()
 
+    def write_many(self, records: list) -> None:
+        """Write ``records`` in order (for JSONL, serialised in one C loop)."""
+        if self.array:
+            for record in records:
+                self.write(record)
+            return
+        self._flush()
+        self._out.write(dumps_lines(records))
+        self._flushed += len(records)
+
     def write(self, record: Any) -> None:
-        self._fh.write(b"\n" if not self.count else b",\n")
-        self._fh.write(dumps(record))
+        self._out.write(b"\n" if not self.count else b",\n")
+        self._out.write(dumps(record))
         self._flushed += 1
 
     def __exit__(self, *exc) -> bool:
         if exc[0] is None:
             self._flush()
             if self.array:
-                self._fh.write(b"\n]\n" if self.count else b"]\n")
+                self._out.write(b"\n]\n" if self.count else b"]\n")
+            self._out.flush()
         return bool(self._ctx.__exit__(*exc))
 
 

@@ -13,10 +13,12 @@ import codecs
 import csv
 import datetime as _dt
 import json
+from functools import partial
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tianji_ft.data.schema import encoding_error, iter_records
+from tianji_ft.data.schema import encoding_error, is_jsonl, iter_records, jsonl_batches
 from tianji_ft.utils.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm", ".xls")
@@ -68,6 +70,14 @@ def expand_sources(paths: Iterable[str | Path], exclude: Iterable[str | Path] = 
 
 def read_rows(path: str | Path, encoding: str = "utf-8", sheet: str | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, row)`` from any supported file; rows of tables are dicts of text."""
+    batches = read_batches(path, encoding, sheet)
+    return (pair for start, rows in batches for pair in enumerate(rows, start))
+
+
+def read_batches(path: str | Path, encoding: str = "utf-8", sheet: str | None = None
+                 ) -> Iterator[tuple[int, list]]:
+    """``(index of the first row, rows)`` from any supported file, a batch at a
+    time; the first row comes alone (callers check its fields)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
@@ -75,8 +85,24 @@ def read_rows(path: str | Path, encoding: str = "utf-8", sheet: str | None = Non
     if suffix in (".xlsx", ".xlsm", ".xls"):
         return _read_sheet(path, sheet)
     if suffix in (".json", ".jsonl"):
-        return iter_records(path, encoding)
+        if is_jsonl(path):
+            return jsonl_batches(path, encoding)
+        return batched(iter_records(path, encoding))
     raise UserError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .csv or .xlsx")
+
+
+def batched(pairs: Iterable[tuple[int, Any]], size: int = 1024) -> Iterator[tuple[int, list]]:
+    """``(index, row)`` pairs as batches of rows with consecutive indices."""
+    pairs = iter(pairs)
+    chunk = list(islice(pairs, 1))
+    while chunk:
+        start = chunk[0][0]
+        rows = [row for _, row in chunk]
+        if chunk[-1][0] - start == len(chunk) - 1:
+            yield start, rows
+        else:  # a gap in the indices: one batch per row
+            yield from ((index, [row]) for index, row in chunk)
+        chunk = list(islice(pairs, size))
 
 
 def _header(cells: list) -> list[str]:
@@ -90,7 +116,10 @@ def _header(cells: list) -> list[str]:
     return names
 
 
-def _rows_from_table(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, dict]]:
+_TEXT_ONLY = frozenset((str,))
+
+
+def _table_batches(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, list[dict]]]:
     rows = iter(rows)
     header = None
     for cells in rows:  # the first non-empty row is the header
@@ -100,41 +129,50 @@ def _rows_from_table(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, di
     if header is None:
         raise UserError(f"{path}: the file is empty; expected a header row, then data rows")
     index = 0
-    width = len(header)
-    for cells in rows:
-        texts = [c if c.__class__ is str else as_text(c) for c in cells]
-        if not any(texts):  # a wholly empty row holds no data
-            continue
-        if len(texts) != width:
-            if len(texts) > width:
-                header.extend(f"column{i + 1}" for i in range(width, len(texts)))
-                width = len(header)
-            else:
-                texts.extend([""] * (width - len(texts)))
-        yield index, dict(zip(header, texts))
-        index += 1
+    while chunk := list(islice(rows, 4096 if index else 1)):
+        if ({len(header)} == set(map(len, chunk))
+                and _TEXT_ONLY.issuperset(map(type, chain.from_iterable(chunk))) and all(map(any, chunk))):
+            # the usual table: all text, full width, no empty row; built in C
+            batch = list(map(dict, map(zip, repeat(header), chunk)))
+        else:
+            batch = [row for row in map(partial(_table_row, header), chunk) if row is not None]
+        if batch:
+            yield index, batch
+            index += len(batch)
     if index == 0:
         raise UserError(f"{path}: no data rows under the header ({', '.join(header)})")
 
 
-def _read_csv(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, dict]]:
+def _table_row(header: list[str], cells: list) -> dict | None:
+    texts = [c if c.__class__ is str else as_text(c) for c in cells]
+    if not any(texts):  # a wholly empty row holds no data
+        return None
+    width = len(header)
+    if len(texts) > width:
+        header.extend(f"column{i + 1}" for i in range(width, len(texts)))
+    elif len(texts) < width:
+        texts.extend([""] * (width - len(texts)))
+    return dict(zip(header, texts))
+
+
+def _read_csv(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, list[dict]]]:
     csv.field_size_limit(1 << 30)  # long answers exceed the 128 KiB default
     enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     try:
         with open(path, encoding=enc, newline="") as fh:
-            yield from _rows_from_table(path, csv.reader(fh, delimiter=delimiter))
+            yield from _table_batches(path, csv.reader(fh, delimiter=delimiter))
     except UnicodeDecodeError:
         raise encoding_error(path, encoding) from None
     except csv.Error as err:
         raise UserError(f"{path}: malformed CSV: {err}") from None
 
 
-def _read_sheet(path: Path, sheet: str | None) -> Iterator[tuple[int, dict]]:
+def _read_sheet(path: Path, sheet: str | None) -> Iterator[tuple[int, list[dict]]]:
     try:
         rows = _calamine_rows(path, sheet)
     except ImportError:
         rows = _openpyxl_rows(path, sheet)
-    yield from _rows_from_table(path, rows)
+    yield from _table_batches(path, rows)
 
 
 def _calamine_rows(path: Path, sheet: str | None) -> Iterator[list]:

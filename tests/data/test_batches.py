@@ -1,0 +1,116 @@
+"""Batched reading and writing keep the record-by-record behaviour: indices,
+rejects, error lines and bytes are the same wherever a batch boundary falls."""
+
+import codecs
+import json
+
+import pytest
+
+from tianji_ft.data import schema
+from tianji_ft.data.accounting import Rejected, rejects_path
+from tianji_ft.data.pipeline import convert_files, process
+from tianji_ft.data.schema import RecordWriter, iter_records
+from tianji_ft.data.sources import read_batches, read_rows
+from tianji_ft.data.split import split_file
+from tianji_ft.data.validate import validate_file
+from tianji_ft.utils.errors import UserError
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(schema, "_BLOCK", 256)  # many blocks from a small file
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_rejects_keep_their_source_index_and_row_across_batches(tmp_path, small_blocks):
+    src = tmp_path / "in.jsonl"
+    rows = [{"input": f"问{i}", "target": "" if i % 97 == 0 else f"答{i}"} for i in range(3000)]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + ("\n\n" if i == 500 else "\n")
+                           for i, r in enumerate(rows)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    tally = convert_files("firefly", [src, src], out)
+    rejects = _lines(rejects_path(out))
+    bad = [i for i in range(3000) if i % 97 == 0]
+    assert [r["index"] for r in rejects] == bad + bad
+    assert [r["record"] for r in rejects] == [rows[i] for i in bad] * 2
+    assert [r["conversation"][0]["input"] for _, r in iter_records(out)][:3] == ["问1", "问2", "问3"]
+    assert (tally.read, tally.written) == (6000, 6000 - 2 * len(bad))
+
+
+def test_a_reader_with_gaps_in_its_indices(tmp_path):
+    def reader(path):
+        return iter([(0, 1), (5, 2), (6, 3), (9, 4)])
+
+    def transform(rows):
+        for row in rows:
+            yield Rejected("odd") if row % 2 else {"conversation": [{"input": "q", "output": str(row)}]}
+
+    process([tmp_path / "src"], transform, tmp_path / "o.jsonl", reader=reader)
+    assert [r["index"] for r in _lines(rejects_path(tmp_path / "o.jsonl"))] == [0, 6]
+
+
+def test_a_transform_with_extra_results_is_caught(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"a": 1}\n')
+    with pytest.raises(AssertionError, match="more results"):
+        process([src], lambda rows: iter([{"a": 1}, {"a": 2}]) if list(rows) else iter(()), tmp_path / "o.jsonl")
+
+
+def test_the_first_row_comes_alone(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(f'{{"i": {i}}}\n' for i in range(50)))
+    batches = list(read_batches(src))
+    assert batches[0] == (0, [{"i": 0}]) and batches[1][0] == 1
+    assert [i for i, _ in read_rows(src)] == list(range(50))
+
+
+def test_validate_reports_the_problems_before_a_malformed_line(tmp_path, small_blocks):
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"conversation": [{"input": "q", "output": "" if i == 40 else "a"}]}) for i in range(60)]
+    lines[45] = '{"conversation": '
+    src.write_text("\n".join(lines) + "\n")
+    problems = list(validate_file(src))
+    assert problems[0] == f"{src}:40: turn 0: empty 'output'"
+    assert problems[1].startswith(f"{src}:46:") and "malformed JSON" in problems[1]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_split_copies_lines_byte_for_byte(tmp_path, small_blocks, newline):
+    records = [json.dumps({"conversation": [{"input": f"问{i}", "output": "答"}]}, ensure_ascii=i % 2 == 0)
+               for i in range(200)]
+    body = newline.join([" \t", *records[:100], "", *records[100:]])  # blank lines are not records
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(codecs.BOM_UTF8 + body.encode())  # no newline after the last line
+    tally, train, test = split_file(src, tmp_path / "s", test_ratio=0.25, seed=1)
+    got = train.read_bytes().split(b"\n")[:-1] + test.read_bytes().split(b"\n")[:-1]
+    want = [(r + newline).encode()[:-1] for r in records[:-1]] + [records[-1].encode()]  # the last had no newline
+    assert sorted(got) == sorted(want) and len(test.read_bytes().split(b"\n")) - 1 == 50
+    assert tally.read == tally.written == 200
+
+
+def test_tables_with_odd_rows_later_on(tmp_path):
+    src = tmp_path / "t.csv"
+    rows = ["q,a"] + [f"问{i},答{i}" for i in range(5000)] + [",", "short", "x,y,z"] + ["q1,a1"]
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    got = [row for _, row in read_rows(src)]
+    assert len(got) == 5003 and got[0] == {"q": "问0", "a": "答0"}
+    assert got[5000] == {"q": "short", "a": ""}
+    assert got[5001] == {"q": "x", "a": "y", "column3": "z"} and got[5002]["column3"] == ""
+
+
+def test_write_many_falls_back_for_what_orjson_refuses(tmp_path):
+    with RecordWriter(tmp_path / "o.jsonl") as writer:
+        writer.write({"n": 1})
+        writer.write_many([{"n": 2 ** 70}, {1: "x"}])
+    assert (tmp_path / "o.jsonl").read_text() == '{"n":1}\n{"n":1180591620717411303424}\n{"1":"x"}\n'
+    assert writer.count == 3
+
+
+def test_a_bad_line_in_a_later_block_names_its_line(tmp_path, small_blocks):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(f'{{"input": "q{i}", "target": "a"}}\n' for i in range(99)) + '{"input": \n')
+    with pytest.raises(UserError, match=r"in.jsonl:100:\d+: malformed JSON"):
+        convert_files("firefly", [src], tmp_path / "o.jsonl")
