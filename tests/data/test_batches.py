@@ -114,3 +114,24 @@ def test_a_bad_line_in_a_later_block_names_its_line(tmp_path, small_blocks):
     src.write_text("".join(f'{{"input": "q{i}", "target": "a"}}\n' for i in range(99)) + '{"input": \n')
     with pytest.raises(UserError, match=r"in.jsonl:100:\d+: malformed JSON"):
         convert_files("firefly", [src], tmp_path / "o.jsonl")
+
+
+def test_blocks_written_by_the_background_thread_keep_their_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema.Gather, "SIZE", 1000)
+    records = [{"conversation": [{"input": f"问{i}", "output": "答" * (i % 30 + 1)}]} for i in range(3000)]
+    for name in ("o.jsonl", "o.json"):
+        assert schema.write_records(tmp_path / name, records) == 3000
+        assert [r for _, r in iter_records(tmp_path / name)] == records
+
+
+def test_a_write_error_in_the_background_thread_is_raised_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema.Gather, "SIZE", 1000)
+
+    def full_disk(fh, parts):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(schema, "_write_all", full_disk)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(OSError, match="No space left"):
+        schema.write_records(out, ({"conversation": [{"input": "q", "output": "a" * 100}]} for _ in range(1000)))
+    assert list(tmp_path.iterdir()) == []

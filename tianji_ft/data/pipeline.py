@@ -19,6 +19,8 @@ from tianji_ft.data.schema import RecordWriter, check_output_path, iter_records
 from tianji_ft.data.sources import batched, expand_sources, read_batches
 from tianji_ft.utils.errors import UserError
 
+_CHUNK = 64  # results taken from the transform at a time: few enough to stay in the CPU cache
+
 Reader = Callable[[Path], Iterable[tuple[int, Any]]]
 BatchReader = Callable[[Path], Iterable[tuple[int, list]]]
 Transform = Callable[[Iterator], Iterator]
@@ -88,7 +90,7 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
 
     results = transform(chain.from_iterable(batches()))
     with RecordWriter(out) as writer, RejectSink(rejects) as sink:
-        while chunk := list(islice(results, 1024)):
+        while chunk := list(islice(results, _CHUNK)):
             kinds = list(map(type, chunk))
             if Rejected in kinds:  # log the rejects; write the records around them
                 kept, begin = [], 0

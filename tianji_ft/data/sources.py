@@ -117,6 +117,7 @@ def _header(cells: list) -> list[str]:
 
 
 _TEXT_ONLY = frozenset((str,))
+_ROWS = 64  # table rows turned into dicts at a time: few enough to stay in the CPU cache
 
 
 def _table_batches(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, list[dict]]]:
@@ -129,7 +130,7 @@ def _table_batches(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, list
     if header is None:
         raise UserError(f"{path}: the file is empty; expected a header row, then data rows")
     index = 0
-    while chunk := list(islice(rows, 4096 if index else 1)):
+    while chunk := list(islice(rows, _ROWS if index else 1)):
         if ({len(header)} == set(map(len, chunk))
                 and _TEXT_ONLY.issuperset(map(type, chain.from_iterable(chunk))) and all(map(any, chunk))):
             # the usual table: all text, full width, no empty row; built in C

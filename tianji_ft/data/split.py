@@ -72,8 +72,8 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
     to_test = choose_test_records(n, test_ratio, seed)
     to_train = to_test.translate(_FLIP)
     written = 0
-    with atomic_open(train_path, "wb") as train_fh, atomic_open(test_path, "wb") as test_fh:
-        train, test = Gather(train_fh), Gather(test_fh)
+    with atomic_open(train_path, "wb") as train_fh, atomic_open(test_path, "wb") as test_fh, \
+            Gather(train_fh) as train, Gather(test_fh) as test:
         for lineno, lines in line_blocks(path):
             try:
                 deque(map(fast_loads, lines), maxlen=0)  # only checks: one C loop
@@ -89,8 +89,6 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
             train.write(b"".join(compress(lines, to_train[written:end])))
             test.write(b"".join(compress(lines, to_test[written:end])))
             written = end
-        train.flush()
-        test.flush()
     if written != n:  # the file changed between the two passes
         raise UserError(f"{path}: changed while being split; run again")
     return written
