@@ -30,7 +30,7 @@ def iterations(log: str) -> int:
 def test_config_trains_with_tiny(name, tmp_path):
     wd = tmp_path / "wd"
     proc = subprocess.run([sys.executable, "-m", "tianji_ft", "train", name, "--tiny", "--work-dir", str(wd),
-                           "--epochs", "2"], capture_output=True, text=True, timeout=900)
+                           "--epochs", "1"], capture_output=True, text=True, timeout=900)
     log = (wd / "train.log").read_text() if (wd / "train.log").is_file() else ""
     assert proc.returncode == 0, proc.stderr[-1500:] + log[-3000:]
     assert iterations(log) >= 2
