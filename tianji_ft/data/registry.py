@@ -65,7 +65,10 @@ def _load() -> None:
 
 
 def get_converter(name: str) -> Converter:
-    _load()
+    for module in _CONVERTER_MODULES:  # only as far as the one that has it: start-up stays short
+        if name in CONVERTERS:
+            break
+        importlib.import_module(module)
     try:
         return CONVERTERS[name]
     except KeyError:
