@@ -1,7 +1,7 @@
 """Raw input rows from JSON, JSONL, CSV and XLSX files.
 
-Every reader yields ``(index, row)``; ``index`` counts the file's records
-from 0. Spreadsheet cells are read as text: no NaN guessing (pandas turns
+``read_rows`` yields ``(index, row)``; ``index`` counts the file's records
+from 0. ``read_batches`` yields the same rows a batch at a time. Spreadsheet cells are read as text: no NaN guessing (pandas turns
 the answers ``n/a`` and ``NA`` into NaN), and a number in a text column
 becomes its text rather than a crash. Wholly empty spreadsheet rows hold no
 data and are skipped (a row of blanks is a record, and gets rejected).
@@ -91,7 +91,7 @@ def read_batches(path: str | Path, encoding: str = "utf-8", sheet: str | None = 
     raise UserError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .csv or .xlsx")
 
 
-def batched(pairs: Iterable[tuple[int, Any]], size: int = 1024) -> Iterator[tuple[int, list]]:
+def batched(pairs: Iterable[tuple[int, Any]], size: int = 64) -> Iterator[tuple[int, list]]:
     """``(index, row)`` pairs as batches of rows with consecutive indices."""
     pairs = iter(pairs)
     chunk = list(islice(pairs, 1))
