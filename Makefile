@@ -46,6 +46,13 @@ test: install system-deps
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# llama.cpp's Python binding compiles from source (7-11 minutes on 2 cores), so the
+# check that llama.cpp runs our GGUF export lives here, outside `make test`.
+LLAMA_CPP_VERSION := 0.3.36
+test-gguf: install
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PY) -m pytest -q tests/launch/test_export_gguf.py $(PYTEST_ARGS)
+
 bench: install
 	@set -e; for b in tools/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
