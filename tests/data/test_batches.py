@@ -135,3 +135,21 @@ def test_a_write_error_in_the_background_thread_is_raised_and_leaves_no_file(tmp
     with pytest.raises(OSError, match="No space left"):
         schema.write_records(out, ({"conversation": [{"input": "q", "output": "a" * 100}]} for _ in range(1000)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_error_in_the_rejects_file_leaves_neither_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema.Gather, "SIZE", 100)
+    calls = []
+
+    def full_disk(fh, parts):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        fh.write(b"".join(parts))
+
+    monkeypatch.setattr(schema, "_write_all", full_disk)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join('{"input": "", "target": "%s"}\n' % ("x" * 50) for _ in range(200)))
+    with pytest.raises(OSError, match="No space left"):
+        convert_files("firefly", [src], tmp_path / "out" / "o.jsonl")
+    assert list((tmp_path / "out").iterdir()) == []

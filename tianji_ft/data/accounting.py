@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tianji_ft.data.jsonfast import dumps_line
+from tianji_ft.data.schema import Gather
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import atomic_open, write_json
 
@@ -107,7 +108,7 @@ class RejectSink:
             return
         if self._fh is None:
             self._ctx = atomic_open(self.path, "wb")
-            self._fh = self._ctx.__enter__()
+            self._fh = Gather(self._ctx.__enter__())  # a few large writes, not one per reject
         entry = {"source": str(source), "index": index, "reason": reason}
         if detail:
             entry["detail"] = detail
@@ -120,6 +121,11 @@ class RejectSink:
 
     def __exit__(self, *exc) -> bool:
         if self._ctx is not None:
+            try:
+                self._fh.__exit__(*exc)
+            except BaseException as err:  # the file is not replaced
+                self._ctx.__exit__(type(err), err, err.__traceback__)
+                raise
             return bool(self._ctx.__exit__(*exc))
         if exc[0] is None and self.path is not None:
             with contextlib.suppress(FileNotFoundError):
