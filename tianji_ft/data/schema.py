@@ -506,17 +506,17 @@ class RecordWriter:
 
     def write_many(self, records: list) -> None:
         """Write ``records`` in order (for JSONL, serialised in one C loop)."""
-        if self.array:
-            for record in records:
-                self.write(record)
+        if not records:
             return
-        self._flush()
-        self._out.write(dumps_lines(records))
+        if self.array:
+            self._out.write((b",\n" if self._flushed else b"\n") + b",\n".join(map(dumps, records)))
+        else:
+            self._flush()
+            self._out.write(dumps_lines(records))
         self._flushed += len(records)
 
     def write(self, record: Any) -> None:
-        self._out.write(b"\n" if not self.count else b",\n")
-        self._out.write(dumps(record))
+        self._out.write((b",\n" if self._flushed else b"\n") + dumps(record))
         self._flushed += 1
 
     def __exit__(self, *exc) -> bool:
