@@ -89,8 +89,8 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
             train.write(b"".join(compress(lines, to_train[written:end])))
             test.write(b"".join(compress(lines, to_test[written:end])))
             written = end
-    if written != n:  # the file changed between the two passes
-        raise UserError(f"{path}: changed while being split; run again")
+        if written != n:  # the file changed between the two passes: no output
+            raise UserError(f"{path}: changed while being split; run again")
     return written
 
 
