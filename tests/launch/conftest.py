@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-from tianji_ft.utils.paths import cache_dir
-
 
 # --- checkpoints, adapters and merged models (convert / merge / export tests) --------------------
 LORA_CONFIG = "internlm2_chat_7b_qlora_wishes_e3"
@@ -27,10 +22,6 @@ def train_tiny(work_dir: Path, config: str, deepspeed: str) -> Path:
                            settings={"TIANJI_SAVE_STEPS": "2", "TIANJI_MAX_LENGTH": "128"})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
-        # DeepSpeed JIT-builds its CPU comm op into ~/.cache/torch_extensions, shared by every
-        # checkout; two venvs using it in turn rebuild it each time (1-2 minutes). One per venv:
-        venv = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
-        mp.setenv("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions" / venv))
         assert train(request, out=io.StringIO()) == 0
     return work_dir
 

@@ -48,7 +48,8 @@ def test_second_run_skips_everything_and_new_data_reruns_from_training(tmp_path)
     assert all("up to date, skipped" in line for line in lines(second).values())
 
     with data.open("a", encoding="utf-8") as fh:
-        fh.write('{"conversation": [{"input": "祝弟弟高考顺利", "output": "弟弟，高考加油，金榜题名！"}]}\n')
+        fh.write('{"conversation": [{"system": "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福", '
+                 '"input": "祝弟弟高考顺利", "output": "弟弟，高考加油，金榜题名！"}]}\n')
     third = io.StringIO()
     run_pipeline(request(tmp_path, data, until="evaluate"), out=third)
     again = lines(third)

@@ -63,6 +63,9 @@ def launch_env(base: Mapping[str, str] | None = None, *, single_process: bool = 
     env = dict(os.environ if base is None else base)
     for key, value in LAUNCH_ENV.items():
         env.setdefault(key, value)
+    # DeepSpeed JIT-builds its CPU comm op; one build per environment, not a
+    # rebuild whenever another venv used the shared ~/.cache/torch_extensions.
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if single_process:
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         env.setdefault("MASTER_ADDR", "127.0.0.1")
