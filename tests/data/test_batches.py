@@ -153,3 +153,13 @@ def test_a_write_error_in_the_rejects_file_leaves_neither_file(tmp_path, monkeyp
     with pytest.raises(OSError, match="No space left"):
         convert_files("firefly", [src], tmp_path / "out" / "o.jsonl")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_parse_lines_takes_odd_lines_one_by_one(tmp_path):
+    lines = [b'\xef\xbb\xbf{"a": 1}\n', b"\n", b"  \r\n", b'{"n": NaN}\n', b"[2]\n",
+             b'{"a": \n', b'{"a": 3}\n']
+    values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines)
+    assert values[0] == {"a": 1} and values[1]["n"] != values[1]["n"] and values[2] == [2]  # NaN: the stdlib's
+    assert str(err).startswith(f"{tmp_path / 'x.jsonl'}:6:") and "malformed JSON" in str(err)
+    values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines[:5] + lines[6:])
+    assert (len(values), values[-1], err) == (4, {"a": 3}, None)

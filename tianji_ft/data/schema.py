@@ -158,22 +158,22 @@ def parse_lines(path: Path, lineno: int, lines: list[bytes], encoding: str = "ut
                 ) -> tuple[list, UserError | None]:
     """The values of JSONL ``lines`` (blank lines skipped), and the error at
     the first malformed one (the values are those before it)."""
-    try:
-        return list(map(fast, lines)), None  # the hot path: one C loop per block
-    except Exception:
-        pass  # a blank line, a BOM, a big integer or an error: line by line
-    values = []
-    for n, raw in enumerate(lines, lineno):
+    values: list = []
+    start = 0
+    while start < len(lines):
+        done = len(values)
         try:
-            value = fast(raw)
-        except Exception:
-            try:
-                value = _careful_line(path, n, raw, encoding)
-            except UserError as err:
-                return values, err
-            if value is _BLANK:
-                continue
-        values.append(value)
+            values.extend(map(fast, lines[start:]))  # the hot path: one C loop per block
+            break
+        except Exception:  # a blank line, a BOM, a big integer or an error: that line alone
+            bad = start + len(values) - done  # extend kept the values before it
+        try:
+            value = _careful_line(path, lineno + bad, lines[bad], encoding)
+        except UserError as err:
+            return values, err
+        if value is not _BLANK:
+            values.append(value)
+        start = bad + 1
     return values, None
 
 

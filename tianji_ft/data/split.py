@@ -102,16 +102,22 @@ def _blank_lines(lineno: int, lines: list[bytes]) -> int:
 
 def _checked_lines(path: Path, lineno: int, lines: list[bytes]) -> list[bytes]:
     """The lines holding records (BOM dropped); the first malformed one stops with its error."""
-    kept = []
-    for n, raw in enumerate(lines, lineno):
+    kept, start = [], 0
+    while start < len(lines):
+        parsed: list = []
         try:
-            fast_loads(raw)
-        except Exception:
-            raw = raw[3:] if n == 1 and raw.startswith(BOM_UTF8) else raw
-            if not raw or raw.isspace():
-                continue
-            error = parse_lines(path, n, [raw])[1]  # the stdlib's verdict, worded with line and column
+            parsed.extend(map(fast_loads, lines[start:]))
+            kept += lines[start:]
+            break
+        except Exception:  # a blank line, a BOM, a big integer or an error: that line alone
+            bad = start + len(parsed)  # extend kept the values before it
+        kept += lines[start:bad]
+        raw = lines[bad]
+        raw = raw[3:] if lineno + bad == 1 and raw.startswith(BOM_UTF8) else raw
+        if raw and not raw.isspace():
+            error = parse_lines(path, lineno + bad, [raw])[1]  # the stdlib's verdict, worded with line and column
             if error is not None:
                 raise error
-        kept.append(raw)
+            kept.append(raw)
+        start = bad + 1
     return kept
