@@ -115,3 +115,25 @@ def test_cpu_amp_optim_wrapper_symptom_and_fix():
     fixed = run_py(AMP_WRAPPER, patched=True)
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.strip().startswith("True") and "loss_scaler" in fixed.stdout
+
+
+SHM_BUILD = """
+import importlib
+ds_torch = importlib.import_module("deepspeed.comm.torch")
+from deepspeed.accelerator import get_accelerator
+builder_cls = type(get_accelerator().create_op_builder("ShareMemCommBuilder"))
+calls = []
+builder_cls.load = lambda self, *a, **k: calls.append("load") or "compiled"
+print(ds_torch.build_shm_op(), calls)
+"""
+
+
+@cpu_only
+@pytest.mark.slow
+def test_cpu_shm_comm_build_symptom_and_fix():
+    without = run_py(SHM_BUILD)
+    assert without.returncode == 0, without.stderr
+    assert without.stdout.strip().endswith("compiled ['load']")  # DeepSpeed would compile the op here
+    fixed = run_py(SHM_BUILD, patched=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip().endswith("None []")

@@ -114,6 +114,18 @@ def _cpu_amp_optim_wrapper() -> None:
     AmpOptimWrapper.optim_context = OptimWrapper.optim_context
 
 
+@patch("cpu_shm_comm_build",
+       "DeepSpeed on CPU JIT-compiles its shared-memory comm op with g++ at every first run in an "
+       "environment (1-2 minutes); only inference all-reduce uses it, training talks through gloo",
+       needed=_no_cuda)
+def _cpu_shm_comm_build() -> None:
+    import importlib
+
+    # by module path: the attribute deepspeed.comm.torch is the torch package itself
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    ds_torch.build_shm_op = lambda: None
+
+
 def apply_all(verbose: bool = False) -> list[str]:
     """Apply every needed patch; return the names applied."""
     applied = []
