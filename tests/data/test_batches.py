@@ -163,22 +163,3 @@ def test_parse_lines_takes_odd_lines_one_by_one(tmp_path):
     assert str(err).startswith(f"{tmp_path / 'x.jsonl'}:6:") and "malformed JSON" in str(err)
     values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines[:5] + lines[6:])
     assert (len(values), values[-1], err) == (4, {"a": 3}, None)
-
-
-@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
-def test_split_counts_records_the_way_it_copies_them(tmp_path, monkeypatch, block):
-    import random
-
-    from tianji_ft.data import split
-
-    monkeypatch.setattr(split, "_COUNT_BLOCK", block)
-    rng = random.Random(block)
-    for case in range(30):
-        pieces = [rng.choice(['{"a": 1}', "", " ", "\t\r", '  {"b": 2}', "[3]", "\x0c"]) for _ in range(rng.randint(1, 12))]
-        text = rng.choice(["\n", "\r\n"]).join(pieces) + rng.choice(["", "\n"])
-        data = (codecs.BOM_UTF8 if rng.random() < 0.3 else b"") + text.encode()
-        src = tmp_path / f"{case}.jsonl"
-        src.write_bytes(data)
-        want = sum(1 for i, line in enumerate(data.split(b"\n"))
-                   if (line[3:] if i == 0 and line.startswith(codecs.BOM_UTF8) else line).strip())
-        assert split._count_records(src) == want, data

@@ -9,7 +9,6 @@ to the test split is a seeded random choice of exactly
 from __future__ import annotations
 
 import random
-import re
 from codecs import BOM_UTF8
 from collections import deque
 from itertools import compress
@@ -69,7 +68,7 @@ _FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: float, seed: int) -> int:
     # JSONL in, JSONL out: each line is checked to be JSON and copied as it is
     # (its bytes, a block at a time), never decoded into records and re-encoded.
-    n = _count_records(path)
+    n = sum(len(lines) - _blank_lines(lineno, lines) for lineno, lines in line_blocks(path))
     to_test = choose_test_records(n, test_ratio, seed)
     to_train = to_test.translate(_FLIP)
     written = 0
@@ -95,32 +94,10 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
     return written
 
 
-_COUNT_BLOCK = 1 << 20
-_MAY_START_BLANK = re.compile(rb"\n[ \t\r\n\x0b\x0c]")  # a line starting with whitespace, or empty
-
-
-def _count_records(path: Path) -> int:
-    """Lines that are not blank. Newlines are counted in C; lines are looked
-    at one by one only in a block where some line starts with whitespace."""
-    n, carry, first = 0, b"", True
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_COUNT_BLOCK):
-            cut = chunk.rfind(b"\n") + 1
-            if not cut:
-                carry += chunk
-                continue
-            region, carry = carry + chunk[:cut], chunk[cut:]
-            if first and region.startswith(BOM_UTF8):
-                region = region[3:]
-            first = False
-            if region[:1].isspace() or _MAY_START_BLANK.search(region):
-                lines = region.split(b"\n")[:-1]
-                n += len(lines) - lines.count(b"") - sum(map(bytes.isspace, lines))
-            else:
-                n += region.count(b"\n")
-    if first and carry.startswith(BOM_UTF8):
-        carry = carry[3:]
-    return n + bool(carry.strip())
+def _blank_lines(lineno: int, lines: list[bytes]) -> int:
+    if lineno == 1 and lines[0].startswith(BOM_UTF8):
+        return not lines[0][3:].strip()
+    return sum(map(bytes.isspace, lines))
 
 
 def _checked_lines(path: Path, lineno: int, lines: list[bytes]) -> list[bytes]:
