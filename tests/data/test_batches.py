@@ -163,3 +163,13 @@ def test_parse_lines_takes_odd_lines_one_by_one(tmp_path):
     assert str(err).startswith(f"{tmp_path / 'x.jsonl'}:6:") and "malformed JSON" in str(err)
     values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines[:5] + lines[6:])
     assert (len(values), values[-1], err) == (4, {"a": 3}, None)
+
+
+def test_any_header_text_names_its_column(tmp_path):
+    names = ['a"b', "c'd", "e\\f", "{g}", "h\ni", "问题", "x", "x"]
+    src = tmp_path / "t.csv"
+    cells = ",".join('"' + n.replace('"', '""') + '"' for n in names)
+    src.write_text(cells + "\n" + ",".join(f"v{i}" for i in range(len(names))) + "\n", encoding="utf-8")
+    (_, row), = read_rows(src)
+    assert list(row) == ['a"b', "c'd", "e\\f", "{g}", "h\ni", "问题", "x", "x_"]
+    assert list(row.values()) == [f"v{i}" for i in range(len(names))]

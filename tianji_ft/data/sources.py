@@ -14,7 +14,7 @@ import csv
 import datetime as _dt
 import json
 from functools import partial
-from itertools import chain, islice, repeat
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -130,18 +130,28 @@ def _table_batches(path: Path, rows: Iterator[list]) -> Iterator[tuple[int, list
     if header is None:
         raise UserError(f"{path}: the file is empty; expected a header row, then data rows")
     index = 0
+    make = _dict_maker(header)
     while chunk := list(islice(rows, _ROWS if index else 1)):
         if ({len(header)} == set(map(len, chunk))
                 and _TEXT_ONLY.issuperset(map(type, chain.from_iterable(chunk))) and all(map(any, chunk))):
-            # the usual table: all text, full width, no empty row; built in C
-            batch = list(map(dict, map(zip, repeat(header), chunk)))
+            batch = list(map(make, chunk))  # the usual table: all text, full width, no empty row
         else:
+            width = len(header)
             batch = [row for row in map(partial(_table_row, header), chunk) if row is not None]
+            if len(header) != width:  # a longer row named more columns
+                make = _dict_maker(header)
         if batch:
             yield index, batch
             index += len(batch)
     if index == 0:
         raise UserError(f"{path}: no data rows under the header ({', '.join(header)})")
+
+
+def _dict_maker(header: list[str]):
+    """A function from a row's cells to its dict. A dict display compiled for
+    this header builds a row twice as fast as ``dict(zip(header, cells))``."""
+    body = ", ".join(f"{name!r}: cells[{i}]" for i, name in enumerate(header))
+    return eval(f"lambda cells: {{{body}}}", {})
 
 
 def _table_row(header: list[str], cells: list) -> dict | None:
