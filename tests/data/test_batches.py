@@ -173,3 +173,14 @@ def test_any_header_text_names_its_column(tmp_path):
     (_, row), = read_rows(src)
     assert list(row) == ['a"b', "c'd", "e\\f", "{g}", "h\ni", "问题", "x", "x_"]
     assert list(row.values()) == [f"v{i}" for i in range(len(names))]
+
+
+def test_medqa_still_finds_placeholders_padded_with_spaces():
+    from tianji_ft.data.converters import medqa
+
+    rows = [{"Question": "q1", "Answer": " " * 20 + "N/A" + " " * 20}, {"Question": "q2", "Answer": "None\u3000"},
+            {"Question": " \t", "Answer": "a"}, {"Question": "q3", "Answer": "\n\n"}, {"Question": "q4", "Answer": "ok"}]
+    results = list(medqa(rows, system=None))
+    assert [getattr(r, "reason", None) for r in results] == [
+        "placeholder answer", "placeholder answer", "empty question", "empty answer", None]
+    assert results[0].detail == "N/A" and results[4] == {"conversation": [{"input": "q4", "output": "ok"}]}

@@ -135,8 +135,9 @@ def medqa(rows: Iterable, *, system: str | None = DOCTOR_PROMPT, question_col: s
         question, answer = row[question_col], row[answer_col]
         if question.__class__ is not str or answer.__class__ is not str:
             question, answer = as_text(question), as_text(answer)
-        trimmed = answer.strip()
-        if not question.strip():
+        # Only short or space-padded answers can be placeholders: long ones are not copied to strip them.
+        trimmed = answer.strip() if len(answer) <= longest or answer[:1].isspace() or answer[-1:].isspace() else answer
+        if not question or question.isspace():
             yield Rejected("empty question")
         elif not trimmed:
             yield Rejected("empty answer")
