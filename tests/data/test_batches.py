@@ -184,3 +184,21 @@ def test_medqa_still_finds_placeholders_padded_with_spaces():
     assert [getattr(r, "reason", None) for r in results] == [
         "placeholder answer", "placeholder answer", "empty question", "empty answer", None]
     assert results[0].detail == "N/A" and results[4] == {"conversation": [{"input": "q4", "output": "ok"}]}
+
+
+@pytest.mark.parametrize("aside", [0, 1 << 40])  # checked in a forked child, or in place
+def test_split_checks_every_line_either_way(tmp_path, monkeypatch, aside):
+    from tianji_ft.data import split
+
+    monkeypatch.setattr(split._Check, "ASIDE", aside)
+    lines = [json.dumps({"conversation": [{"input": f"问{i}", "output": "答"}]}, ensure_ascii=False) for i in range(300)]
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tally, train, test = split_file(good, tmp_path / "g", test_ratio=0.3, seed=5)
+    assert tally.written == 300 and len(test.read_text(encoding="utf-8").splitlines()) == 90
+    lines[250] = '{"conversation": [{"input": "x", "output": '
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:251:\d+: malformed JSON"):
+        split_file(bad, tmp_path / "b", test_ratio=0.3, seed=5)
+    assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []

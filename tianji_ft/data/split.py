@@ -8,7 +8,10 @@ to the test split is a seeded random choice of exactly
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 from codecs import BOM_UTF8
 from collections import deque
 from itertools import compress
@@ -21,10 +24,14 @@ from tianji_ft.utils.fsio import atomic_open
 from tianji_ft.utils.errors import UserError
 
 
-def choose_test_records(n: int, test_ratio: float, seed: int) -> bytearray:
-    """A 0/1 flag per record: 1 for the test split."""
+def _check_ratio(test_ratio: float) -> None:
     if not 0 < test_ratio < 1:
         raise UserError(f"--test-ratio must be between 0 and 1 (exclusive), got {test_ratio}")
+
+
+def choose_test_records(n: int, test_ratio: float, seed: int) -> bytearray:
+    """A 0/1 flag per record: 1 for the test split."""
+    _check_ratio(test_ratio)
     if n < 2:
         raise UserError(f"{n} record(s): a split needs at least 2")
     n_test = min(max(round(n * test_ratio), 1), n - 1)
@@ -66,19 +73,25 @@ _FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 
 
 def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: float, seed: int) -> int:
-    # JSONL in, JSONL out: each line is checked to be JSON and copied as it is
-    # (its bytes, a block at a time), never decoded into records and re-encoded.
-    n = sum(len(lines) - _blank_lines(lineno, lines) for lineno, lines in line_blocks(path))
-    to_test = choose_test_records(n, test_ratio, seed)
-    to_train = to_test.translate(_FLIP)
+    # JSONL in, JSONL out: each line is copied as it is (its bytes, a block at a
+    # time), never decoded into a record and re-encoded. That every line is JSON
+    # is checked meanwhile, on another core where there is one: parsing costs
+    # more than copying.
+    _check_ratio(test_ratio)
+    with _Check(path) as check:
+        n = sum(len(lines) - _blank_lines(lineno, lines) for lineno, lines in line_blocks(path))
+        to_test = choose_test_records(n, test_ratio, seed)
+        to_train = to_test.translate(_FLIP)
+        return _copy_lines(path, train_path, test_path, n, to_train, to_test, check)
+
+
+def _copy_lines(path: Path, train_path: Path, test_path: Path, n: int, to_train: bytes, to_test: bytes,
+                check: "_Check") -> int:
     written = 0
     with atomic_open(train_path, "wb") as train_fh, atomic_open(test_path, "wb") as test_fh, \
             Gather(train_fh) as train, Gather(test_fh) as test:
         for lineno, lines in line_blocks(path):
-            try:
-                deque(map(fast_loads, lines), maxlen=0)  # only checks: one C loop
-            except Exception:
-                lines = _checked_lines(path, lineno, lines)
+            lines = _record_lines(lineno, lines)
             if not lines:
                 continue
             end = written + len(lines)
@@ -91,6 +104,7 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
             written = end
         if written != n:  # the file changed between the two passes: no output
             raise UserError(f"{path}: changed while being split; run again")
+        check.result()  # a malformed line: no output either
     return written
 
 
@@ -98,6 +112,76 @@ def _blank_lines(lineno: int, lines: list[bytes]) -> int:
     if lineno == 1 and lines[0].startswith(BOM_UTF8):
         return not lines[0][3:].strip()
     return sum(map(bytes.isspace, lines))
+
+
+def _record_lines(lineno: int, lines: list[bytes]) -> list[bytes]:
+    """The lines that are not blank, a BOM dropped."""
+    if lineno == 1 and lines[0].startswith(BOM_UTF8):
+        lines = [lines[0][3:]]
+    if any(map(bytes.isspace, lines)) or b"" in lines:
+        lines = [line for line in lines if line and not line.isspace()]
+    return lines
+
+
+def check_lines(path: Path) -> None:
+    """Raise the error of the first line of ``path`` that is neither blank nor JSON."""
+    for lineno, lines in line_blocks(path):
+        try:
+            deque(map(fast_loads, lines), maxlen=0)  # only checks: one C loop
+        except Exception:
+            _checked_lines(path, lineno, lines)
+
+
+class _Check:
+    """``check_lines(path)`` in a forked child process while the caller goes
+    on; ``result()`` waits for it and raises its error. Where there is no
+    fork, other threads make forking unsafe or the file is small,
+    ``result()`` checks in place."""
+
+    def __init__(self, path: Path):
+        self.path, self.pid, self.fd = path, None, None
+
+    ASIDE = 1 << 20  # smaller files are checked in place: a fork costs more than their parse
+
+    def __enter__(self) -> "_Check":
+        if hasattr(os, "fork") and threading.active_count() == 1 and os.path.getsize(self.path) >= self.ASIDE:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report the error, if any, and leave at once
+                status = 0
+                try:
+                    os.close(read_fd)
+                    try:
+                        check_lines(self.path)
+                    except UserError as err:
+                        os.write(write_fd, str(err).encode("utf-8", "replace"))
+                except BaseException:
+                    status = 1
+                finally:
+                    os._exit(status)
+            os.close(write_fd)
+            self.pid, self.fd = pid, read_fd
+        return self
+
+    def result(self) -> None:
+        if self.pid is None:
+            return check_lines(self.path)
+        with open(self.fd, "rb") as fh:
+            message = fh.read()
+        pid, self.pid = self.pid, None
+        status = os.waitpid(pid, 0)[1]
+        if message:
+            raise UserError(message.decode("utf-8", "replace"))
+        if status:  # the child could not check: check here
+            check_lines(self.path)
+
+    def __exit__(self, *exc) -> bool:
+        if self.pid is not None:  # left early: the verdict is not needed
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            os.close(self.fd)
+            self.pid = None
+        return False
 
 
 def _checked_lines(path: Path, lineno: int, lines: list[bytes]) -> list[bytes]:
