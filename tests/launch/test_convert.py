@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tianji_ft.cli import main
-from tianji_ft.launch.convert import ENTRY_MODULE, convert, pick_checkpoint, pth_to_hf_command
+from tianji_ft.launch.convert import convert, pick_checkpoint, pth_to_hf_command
+from tianji_ft.launch.runner import ENTRY_MODULE
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import sha256_file
 
@@ -60,7 +61,7 @@ def test_a_changed_config_is_refused_before_anything_runs(tmp_path):
 def test_command_is_pth_to_hf_through_the_entry_module_without_the_quantization_option(tmp_path):
     cmd = pth_to_hf_command(Path("cfg.py"), Path("iter_4.pth"), tmp_path, ["model.llm.quantization_config=None",
                                                                            "model.lora.r=16"])
-    assert cmd[1:4] == ["-m", ENTRY_MODULE, "tianji_ft.launch.convert"]
+    assert cmd[1:4] == ["-m", ENTRY_MODULE, "xtuner.tools.model_converters.pth_to_hf"]
     assert cmd[4:7] == ["cfg.py", "iter_4.pth", str(tmp_path)]
     assert "--safe-serialization" in cmd and "--fp32" in cmd
     assert cmd[cmd.index("--cfg-options") + 1:] == ["model.lora.r=16"]

@@ -126,6 +126,33 @@ def _cpu_shm_comm_build() -> None:
     ds_torch.build_shm_op = lambda: None
 
 
+# Set by the launcher where a QLoRA config meets a machine without CUDA.
+DROP_QUANTIZATION_ENV = "TIANJI_FT_DROP_QUANTIZATION"
+
+
+def drop_quantization_config() -> None:
+    """Load every config without ``model.llm.quantization_config``: plain LoRA instead of QLoRA.
+
+    bitsandbytes 4-bit cannot load without CUDA. Removing the key (rather than
+    setting it to None with --cfg-options) matters: XTuner tests its presence,
+    so None breaks ZeRO-3 ("'NoneType' object has no attribute
+    'bnb_4bit_compute_dtype'") and makes pth_to_hf load the whole base model
+    instead of building it on the meta device.
+    """
+    from mmengine.config import Config
+
+    load = Config.fromfile
+
+    def fromfile(*args, **kwargs):
+        cfg = load(*args, **kwargs)
+        llm = cfg.get("model", {}).get("llm")
+        if isinstance(llm, dict):
+            llm.pop("quantization_config", None)
+        return cfg
+
+    Config.fromfile = staticmethod(fromfile)
+
+
 def apply_all(verbose: bool = False) -> list[str]:
     """Apply every needed patch; return the names applied."""
     applied = []
@@ -133,6 +160,9 @@ def apply_all(verbose: bool = False) -> list[str]:
         if p.needed():
             p.apply()
             applied.append(p.name)
+    if os.environ.get(DROP_QUANTIZATION_ENV) == "1":
+        drop_quantization_config()
+        applied.append("drop_quantization_config")
     if verbose and applied:
         print(f"[tianji-ft] compatibility patches: {', '.join(applied)}", flush=True)
     return applied

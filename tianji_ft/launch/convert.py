@@ -5,11 +5,10 @@ it exactly the run's config, settings and overrides (from the manifest), and
 finishes the output: safetensors, the tokenizer, the base model's dtype for a
 full model, and the manifest for the steps after.
 
-Run as a module (``python -m tianji_ft.launch.entry tianji_ft.launch.convert
-...``) it is ``pth_to_hf`` with the config's 4-bit quantization dropped: the
-adapter's weights do not depend on it, a quantized model cannot be built
-without CUDA, and without it the base model is built on the meta device
-(no memory) instead of being loaded in full.
+``pth_to_hf`` always runs with the config's 4-bit quantization dropped
+(``compat.drop_quantization_config``): the adapter's weights do not depend on
+it, a quantized model cannot be built without CUDA, and without it the base
+model is built on the meta device (no memory) instead of being loaded in full.
 """
 
 from __future__ import annotations
@@ -17,17 +16,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from tianji_ft.launch.manifest import read_manifest
-from tianji_ft.launch.runner import ENTRY_MODULE, launch_env, run_step
+from tianji_ft.launch.compat import DROP_QUANTIZATION_ENV
+from tianji_ft.launch.runner import launch_env, run_step, tool_command
 from tianji_ft.utils.errors import UserError
 from tianji_ft.utils.fsio import atomic_dir, sha256_file, write_json
 
 CHECKPOINT = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
 CONVERT_LOG = "convert.log"
-PTH_TO_HF = "xtuner.tools.model_converters.pth_to_hf"
 
 
 def checkpoints(work_dir: Path) -> dict[int, Path]:
@@ -79,7 +77,7 @@ def pth_to_hf_command(config: Path, checkpoint: Path, out: Path, cfg_options: li
     args = [str(config), str(checkpoint), str(out), "--safe-serialization", "--fp32", "--max-shard-size", "2GB"]
     if options:
         args += ["--cfg-options", *options]
-    return [sys.executable, "-m", ENTRY_MODULE, __name__, *args]
+    return tool_command("pth_to_hf", args)
 
 
 def _base_dtype(model: str | None) -> str:
@@ -112,7 +110,7 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
     config = _config_path(work_dir, manifest)
     full = not manifest.get("lora", True) or "model.lora=None" in manifest.get("cfg_options", [])
     out_dir = Path(out_dir) if out_dir else work_dir / ("hf_model" if full else "hf_adapter")
-    env = launch_env(extra=manifest.get("env") or {})
+    env = launch_env(extra={**(manifest.get("env") or {}), DROP_QUANTIZATION_ENV: "1"})
     with atomic_dir(out_dir) as tmp:
         raw = tmp / "pth_to_hf"
         cmd = pth_to_hf_command(config, checkpoint, raw, list(manifest.get("cfg_options") or []))
@@ -142,24 +140,3 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
         write_json(tmp / "tianji_run.json", converted)
     return out_dir
 
-
-def _pth_to_hf_without_quantization() -> None:
-    import runpy
-
-    from mmengine.config import Config
-
-    load = Config.fromfile
-
-    def fromfile(*args, **kwargs):
-        cfg = load(*args, **kwargs)
-        llm = cfg.get("model", {}).get("llm")
-        if isinstance(llm, dict):
-            llm.pop("quantization_config", None)
-        return cfg
-
-    Config.fromfile = staticmethod(fromfile)
-    runpy.run_module(PTH_TO_HF, run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":
-    _pth_to_hf_without_quantization()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tianji_ft.launch import runner as run
+from tianji_ft.launch.compat import DROP_QUANTIZATION_ENV
 from tianji_ft.launch.manifest import now_iso, package_versions, write_manifest
 from tianji_ft.utils.errors import StepFailed, UserError
 from tianji_ft.utils.fsio import sha256_file
@@ -130,7 +131,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     settings["TIANJI_WORK_DIR"] = str(work_dir)
     cfg_options = list(req.cfg_options)
     if meta.get("quantized") and not cuda:
-        cfg_options.append("model.llm.quantization_config=None")
+        settings[DROP_QUANTIZATION_ENV] = "1"
         notes.append("no CUDA: bitsandbytes 4-bit cannot load on CPU, training plain LoRA instead of QLoRA")
     ds_choice = req.deepspeed if req.deepspeed is not None else meta.get("deepspeed")
     ds_path, ds_note = resolve_deepspeed(ds_choice, cuda)
