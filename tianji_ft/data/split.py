@@ -1,7 +1,8 @@
 """Deterministic train/test split: same file, ratio and seed -> same bytes.
 
 Streams in two passes (count, then write), so memory stays at one byte per
-record. Records keep their input order inside each split; which records go
+record. JSONL lines are copied as they are; that each is JSON is checked
+alongside, in a forked child where there is fork. Records keep their input order inside each split; which records go
 to the test split is a seeded random choice of exactly
 ``round(n * test_ratio)`` of them (at least one each side).
 """
@@ -128,8 +129,10 @@ def check_lines(path: Path) -> None:
     for lineno, lines in line_blocks(path):
         try:
             deque(map(fast_loads, lines), maxlen=0)  # only checks: one C loop
-        except Exception:
-            _checked_lines(path, lineno, lines)
+        except Exception:  # a blank line, a BOM, a big integer or an error: the careful reader decides
+            error = parse_lines(path, lineno, lines)[1]
+            if error is not None:
+                raise error
 
 
 class _Check:
@@ -138,10 +141,10 @@ class _Check:
     fork, other threads make forking unsafe or the file is small,
     ``result()`` checks in place."""
 
+    ASIDE = 1 << 20  # smaller files are checked in place: a fork costs more than their parse
+
     def __init__(self, path: Path):
         self.path, self.pid, self.fd = path, None, None
-
-    ASIDE = 1 << 20  # smaller files are checked in place: a fork costs more than their parse
 
     def __enter__(self) -> "_Check":
         if hasattr(os, "fork") and threading.active_count() == 1 and os.path.getsize(self.path) >= self.ASIDE:
@@ -182,26 +185,3 @@ class _Check:
             os.close(self.fd)
             self.pid = None
         return False
-
-
-def _checked_lines(path: Path, lineno: int, lines: list[bytes]) -> list[bytes]:
-    """The lines holding records (BOM dropped); the first malformed one stops with its error."""
-    kept, start = [], 0
-    while start < len(lines):
-        parsed: list = []
-        try:
-            parsed.extend(map(fast_loads, lines[start:]))
-            kept += lines[start:]
-            break
-        except Exception:  # a blank line, a BOM, a big integer or an error: that line alone
-            bad = start + len(parsed)  # extend kept the values before it
-        kept += lines[start:bad]
-        raw = lines[bad]
-        raw = raw[3:] if lineno + bad == 1 and raw.startswith(BOM_UTF8) else raw
-        if raw and not raw.isspace():
-            error = parse_lines(path, lineno + bad, [raw])[1]  # the stdlib's verdict, worded with line and column
-            if error is not None:
-                raise error
-            kept.append(raw)
-        start = bad + 1
-    return kept
