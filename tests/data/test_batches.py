@@ -202,3 +202,17 @@ def test_split_checks_every_line_either_way(tmp_path, monkeypatch, aside):
     with pytest.raises(UserError, match=r"bad.jsonl:251:\d+: malformed JSON"):
         split_file(bad, tmp_path / "b", test_ratio=0.3, seed=5)
     assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []
+
+
+def test_a_split_stopped_early_leaves_no_child_behind(tmp_path, monkeypatch):
+    import os
+
+    from tianji_ft.data import split
+
+    monkeypatch.setattr(split._Check, "ASIDE", 0)
+    src = tmp_path / "one.jsonl"
+    src.write_text('{"conversation": [{"input": "q", "output": "a"}]}\n')
+    with pytest.raises(UserError, match="at least 2"):
+        split_file(src, tmp_path / "s")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
