@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from tianji_ft.chat.engine import Reply
 
-
-def _load_taught_module():
-    spec = importlib.util.spec_from_file_location("tianji_taught_model", Path(__file__).with_name("taught_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-taught = _load_taught_module()
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +31,6 @@ def tiny_tokenizer(tiny_model):
     return load
 
 
-@pytest.fixture(scope="session")
-def taught_model_dir(tmp_path_factory) -> Path:
-    """The tiny InternLM2 model taught to answer the demo wishes and stop (with a run manifest)."""
-    import torch
-
-    torch.set_num_threads(1)
-    return taught.taught_model(tmp_path_factory.getbasetemp())
-
 
 @pytest.fixture(scope="session")
 def taught_engine(taught_model_dir):
@@ -57,10 +38,6 @@ def taught_engine(taught_model_dir):
 
     return ChatEngine(taught_model_dir, device="cpu")
 
-
-@pytest.fixture(scope="session")
-def wishes():
-    return taught.wishes()
 
 
 class FakeEngine:

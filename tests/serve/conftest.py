@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -13,28 +11,7 @@ from tianji_ft.chat.engine import GenerationParams
 MODEL_NAME = "tianji"
 
 
-def _taught_module():
-    path = Path(__file__).resolve().parents[1] / "chat" / "taught_model.py"
-    spec = importlib.util.spec_from_file_location("tianji_taught_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-taught = _taught_module()
-
-
-@pytest.fixture(scope="session")
-def wishes():
-    return taught.wishes()
-
-
-@pytest.fixture(scope="session")
-def taught_model_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return taught.taught_model(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
