@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tianji_ft.utils.paths import DATA_DIR
+from tianji_ft.core.paths import DATA_DIR
 
 WISHES_SYSTEM = "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福"
 TEMPLATE = "internlm2_chat"

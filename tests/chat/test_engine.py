@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from tianji_ft.chat.engine import ChatEngine, GenerationParams, _held_back
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=48)
 

@@ -8,8 +8,8 @@ import pytest
 
 from tianji_ft.chat.engine import GenerationParams
 from tianji_ft.chat.evaluate import evaluate, load_prompts, load_test_data
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import DATA_DIR
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import DATA_DIR
 
 PARAMS = GenerationParams(temperature=0.0, max_new_tokens=40)
 

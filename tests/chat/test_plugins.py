@@ -9,7 +9,7 @@ import pytest
 
 from tianji_ft.chat.engine import GenerationParams
 from tianji_ft.chat.plugins import run_plugin_chat, xtuner_tools_dir
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def _capture():

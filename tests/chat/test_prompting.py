@@ -8,7 +8,7 @@ import pytest
 
 from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, resolve_prompter
 from tianji_ft.launch.manifest import write_manifest
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 USER = [{"role": "user", "content": "祝朋友考试顺利"}]
 

@@ -6,7 +6,7 @@ import pytest
 
 from tianji_ft.chat.prompting import bos_text, detect_template
 from tianji_ft.chat.templates import TEMPLATE_KEYS, TEMPLATES, get_template, split_messages
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 FAMILY_TEMPLATE = {"internlm2": "internlm2_chat", "llama3": "llama3_chat", "internlm": "internlm_chat"}
 SYSTEM = "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tianji_ft.utils.paths import CONFIGS_DIR
+from tianji_ft.core.paths import CONFIGS_DIR
 
 
 

@@ -17,7 +17,7 @@ import pytest
 from tianji_ft.configs.table import WORKFLOWS
 from tianji_ft.configs.registry import config_meta, config_settings
 from tianji_ft.configs.settings import SETTINGS
-from tianji_ft.utils.paths import CONFIGS_DIR
+from tianji_ft.core.paths import CONFIGS_DIR
 
 NAMES = sorted(WORKFLOWS)
 

@@ -171,7 +171,7 @@ def test_functions_swapped_for_their_repr_by_xtuner_train_keep_the_key(tmp_path,
 
 def test_data_fingerprint_follows_file_contents_and_split_names(tmp_path):
     from tianji_ft.configs.dataset_cache import data_fingerprint
-    from tianji_ft.utils.errors import UserError
+    from tianji_ft.core.errors import UserError
 
     a = write_records(tmp_path / "a.jsonl", n=3)
     b = write_records(tmp_path / "b.jsonl", n=4)

@@ -9,7 +9,7 @@ import pytest
 
 from tianji_ft.cli import main
 from tianji_ft.configs import download
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @pytest.fixture

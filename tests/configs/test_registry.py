@@ -10,8 +10,8 @@ import pytest
 
 from tianji_ft.configs import registry, table
 from tianji_ft.configs.settings import SETTINGS
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import PROJECT_ROOT
 
 
 def test_list_configs_is_the_table():

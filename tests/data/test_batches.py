@@ -13,7 +13,7 @@ from tianji_ft.data.schema import RecordWriter, iter_records
 from tianji_ft.data.sources import read_batches, read_rows
 from tianji_ft.data.split import split_file
 from tianji_ft.data.validate import validate_file
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from tianji_ft.data.pipeline import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
 from tianji_ft.data.schema import iter_records, record_problems
 from tianji_ft.data.sources import read_rows
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def rows_of(path):

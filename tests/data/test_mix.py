@@ -7,8 +7,8 @@ from tianji_ft.data.accounting import rejects_path
 from tianji_ft.data.mix import Source, load_spec, mix
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.schema import iter_records, record_problems
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import DATA_DIR
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import DATA_DIR
 
 
 def write_spec(folder, spec):

@@ -9,7 +9,7 @@ from tianji_ft.data.msagent import msagent
 from tianji_ft.data.schema import iter_records
 from tianji_ft.data.sources import read_rows
 from tianji_ft.data.validate import validate_files
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.paths import PROJECT_ROOT
 
 SMALL = PROJECT_ROOT / "data" / "samples_small"
 

@@ -4,7 +4,7 @@ import pytest
 
 from tianji_ft.data import schema
 from tianji_ft.data.schema import RecordWriter, iter_json_values, iter_records, record_problems, write_records
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 GOOD = {"conversation": [{"system": "你是医生", "input": "头疼怎么办？", "output": "先休息。"},
                          {"input": "还疼呢？", "output": "请就医。"}]}

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from tianji_ft.data.sources import as_text, expand_sources, read_rows
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @pytest.mark.parametrize("value, text", [

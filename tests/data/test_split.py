@@ -4,7 +4,7 @@ import pytest
 
 from tianji_ft.data.schema import iter_records, write_records
 from tianji_ft.data.split import choose_test_records, split_file
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def make(tmp_path, n, name="all.jsonl"):

@@ -2,7 +2,7 @@ import pytest
 
 from tianji_ft.data.schema import write_records
 from tianji_ft.data.stats import dataset_stats, format_stats, percentiles, plot_lengths
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def test_percentiles_nearest_rank():

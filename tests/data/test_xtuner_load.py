@@ -7,7 +7,7 @@ import pytest
 
 from tianji_ft.data.pipeline import convert_files
 from tianji_ft.data.schema import iter_records
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.paths import PROJECT_ROOT
 
 FAMILY_TEMPLATE = {"internlm2": "internlm2_chat", "llama3": "llama3_chat"}
 

@@ -17,7 +17,7 @@ import pytest
 from tianji_ft.configs.registry import config_meta, list_configs, resolve_config
 from tianji_ft.launch.manifest import read_manifest
 from tianji_ft.launch.runner import launch_env, tool_command
-from tianji_ft.utils.paths import CONFIGS_DIR, PROJECT_ROOT
+from tianji_ft.core.paths import CONFIGS_DIR, PROJECT_ROOT
 
 
 def iterations(log: str) -> int:

@@ -11,8 +11,8 @@ import pytest
 from tianji_ft.cli import main
 from tianji_ft.launch.convert import convert, pick_checkpoint, pth_to_hf_command
 from tianji_ft.launch.runner import ENTRY_MODULE
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import sha256_file
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import sha256_file
 
 
 def checkpoint_state(path: Path) -> dict:

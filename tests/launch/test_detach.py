@@ -11,8 +11,8 @@ import pytest
 from tianji_ft.cli import main
 from tianji_ft.launch.detach import follow_log, status
 from tianji_ft.launch.manifest import write_manifest
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import PROJECT_ROOT
 
 FIXTURE_CONFIG = str(Path(__file__).parent / "fixtures" / "tiny_lora_config.py")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tianji_ft.launch.dryrun import check_records, dry_run, format_report, json_file_records
-from tianji_ft.utils.errors import UserError
+from tianji_ft.launch.dryrun import check_training_data, dry_run, format_report
+from tianji_ft.core.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CONFIG = FIXTURES / "tiny_sft.py"
@@ -97,22 +97,22 @@ def good(i: int) -> str:
 def test_bad_records_give_one_line_naming_file_and_record(tokenizer_dir, tmp_path):
     bad = write_lines(tmp_path / "bad.jsonl", [
         good(1),
-        '{"conversation": [{"input": "祝妈妈",',  # line 2: cut off
+        json.dumps({"conversation": [{"input": "祝爸爸生日快乐"}]}, ensure_ascii=False),  # record 1: no output
         good(3),
-        json.dumps({"conversation": [{"input": "祝爸爸生日快乐"}]}, ensure_ascii=False),  # line 4: no output
-        json.dumps({"conversation": [{"input": "祝", "output": 123}]}),  # line 5
+        json.dumps({"conversation": [{"input": "祝", "output": 123}]}),  # record 3
+        json.dumps({"conversation": [{"input": "祝妈妈", "output": "  "}]}, ensure_ascii=False),  # record 4
         good(6),
-        json.dumps({"messages": [{"role": "user", "content": "你好"}]}, ensure_ascii=False),  # line 7
+        json.dumps({"messages": [{"role": "user", "content": "你好"}]}, ensure_ascii=False),  # record 6
     ])
     with pytest.raises(UserError) as caught:
         dry_run(CONFIG, env_for(tokenizer_dir, tmp_path, data=bad), [])
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("4 bad record(s)")
-    assert f"{bad}:2: invalid JSON" in message
-    assert f"{bad}:4: turn 1 has no 'output'" in message
-    assert f"{bad}:5: turn 1 'output' is int, not a string" in message
-    assert "(and 1 more)" in message and ":7:" not in message
+    assert message.startswith("4 bad record(s) of 7")
+    assert f"{bad}:1: turn 0: missing 'output'" in message
+    assert f"{bad}:3: turn 0: 'output' is a JSON number, not text" in message
+    assert f"{bad}:4: turn 0: empty 'output'" in message
+    assert "(and 1 more)" in message and ":6:" not in message
     assert not (tmp_path / "cache").exists()  # nothing tokenized for bad data
 
 
@@ -122,18 +122,28 @@ def test_a_map_fn_on_data_already_in_conversation_format_is_refused(tokenizer_di
         dry_run(CONFIG, env_for(tokenizer_dir, tmp_path), ["train_dataloader.dataset.dataset_map_fn=xtuner.dataset.map_fns.openai_map_fn"])
 
 
+def check_file(path: Path, map_fn=None, templated: bool = True) -> list[str]:
+    """The training check's problems for one local file, or its one-line error."""
+    cfg = {"dataset": {"path": "json", "data_files": str(path)}, "dataset_map_fn": map_fn,
+           "template_map_fn": {} if templated else None}
+    try:
+        return check_training_data(cfg).problems
+    except UserError as err:
+        return [str(err)]
+
+
 def test_every_record_is_checked_not_only_the_first(tmp_path):
     lines = [good(i) for i in range(1, 200)] + [json.dumps({"conversation": {"input": "x", "output": "y"}})]
     data = write_lines(tmp_path / "late.jsonl", lines)
-    problems = check_records(list(json_file_records(data)))
-    assert problems == [f"{data}:200: 'conversation' is dict, not a list"]
+    [problem] = check_file(data)
+    assert problem.startswith("1 bad record(s) of 200") and f"{data}:199: 'conversation' must be" in problem
 
 
 def test_records_from_a_json_array_are_named_by_index(tmp_path):
     data = tmp_path / "arr.json"
     data.write_text(json.dumps([json.loads(good(1)), {"conversation": []}], ensure_ascii=False), encoding="utf-8")
-    problems = check_records(list(json_file_records(data)))
-    assert problems == [f"{data}[1]: 'conversation' is empty (XTuner would drop the record silently)"]
+    [problem] = check_file(data)
+    assert f"{data}:1: 'conversation' must be a non-empty list of turns" in problem
 
 
 def test_a_map_fn_that_fails_names_the_record(tmp_path):
@@ -147,8 +157,8 @@ def test_a_map_fn_that_fails_names_the_record(tmp_path):
         msgs = example["messages"]
         return {"conversation": [{"input": msgs[0]["content"], "output": msgs[1]["content"]}]}
 
-    problems = check_records(list(json_file_records(data)), messages_map_fn)
-    assert problems == [f"{data}:2: dataset_map_fn failed: KeyError: 'messages'"]
+    [problem] = check_file(data, messages_map_fn)
+    assert f"{data}:1: dataset_map_fn failed: KeyError: 'messages'" in problem
 
 
 def test_after_a_map_fn_a_turn_may_lack_input_when_a_template_fills_it(tmp_path):
@@ -158,10 +168,9 @@ def test_after_a_map_fn_a_turn_may_lack_input_when_a_template_fills_it(tmp_path)
         q, call, answer = example["turns"]
         return {"conversation": [{"input": q, "output": call}, {"system": "Response: 晴", "output": answer}]}
 
-    records = list(json_file_records(data))
-    assert check_records(records, tool_map_fn, templated=True) == []
-    assert check_records(records, tool_map_fn, templated=False) == [
-        f"{data}:1: after dataset_map_fn, turn 2 has no 'input'"]
+    assert check_file(data, tool_map_fn, templated=True) == []
+    [problem] = check_file(data, tool_map_fn, templated=False)
+    assert f"{data}:0: after dataset_map_fn, turn 2 has no 'input'" in problem
 
 
 @pytest.mark.slow

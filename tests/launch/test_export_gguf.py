@@ -197,7 +197,7 @@ def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_
     import errno
 
     from tianji_ft.launch import export_gguf
-    from tianji_ft.utils.errors import UserError
+    from tianji_ft.core.errors import UserError
 
     def half_written(model_dir, path, **kwargs):
         path.write_bytes(b"GGUF" + b"\0" * 100)

@@ -13,7 +13,7 @@ import pytest
 
 from tianji_ft.cli import main
 from tianji_ft.launch.merge import from_f32, merge, read_weights, to_f32, write_model
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -260,6 +260,7 @@ def test_a_hub_id_not_downloaded_says_how_to_get_it(llama3_adapter, tmp_path, ca
 
 
 def test_cli_merge_rejects_a_folder_without_adapter(tiny_llama3, tmp_path, capsys):
-    code = main(["merge", str(tiny_llama3), str(tmp_path), "-o", str(tmp_path / "out")])
+    (tmp_path / "empty").mkdir()
+    code = main(["merge", str(tiny_llama3), str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "no adapter_config.json" in err and not (tmp_path / "out").exists()

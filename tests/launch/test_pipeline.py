@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tianji_ft.launch.pipeline import PipelineRequest, run_pipeline
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import PROJECT_ROOT
 
 FIXTURE_CONFIG = str(Path(__file__).parent / "fixtures" / "tiny_lora_config.py")
 SETTINGS = {"TIANJI_EPOCHS": "1", "TIANJI_MAX_LENGTH": "128", "TIANJI_ACCUM": "1", "TIANJI_WARMUP_RATIO": "0"}

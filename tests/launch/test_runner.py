@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tianji_ft.launch import runner
-from tianji_ft.utils.errors import StepFailed
+from tianji_ft.core.errors import StepFailed
 
 
 def test_tool_command_runs_xtuner_modules_through_the_entry_point():

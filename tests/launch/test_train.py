@@ -15,7 +15,7 @@ import pytest
 from tianji_ft.cli import main
 from tianji_ft.launch import train as launcher
 from tianji_ft.launch.manifest import read_manifest
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.paths import PROJECT_ROOT
 
 FIXTURE_CONFIG = str(Path(__file__).parent / "fixtures" / "tiny_lora_config.py")
 WISHES = str(PROJECT_ROOT / "data" / "demo" / "wishes.jsonl")
@@ -78,7 +78,7 @@ def test_bad_deepspeed_and_missing_data_are_one_line_errors(tmp_path, capsys):
     rc = main(["train", FIXTURE_CONFIG, "--model", fake_model(tmp_path), "--data", str(tmp_path / "nope.jsonl"),
                "--work-dir", str(tmp_path / "wd")])
     err = capsys.readouterr().err
-    assert rc == 2 and "nope.jsonl not found" in err and "Traceback" not in err
+    assert rc == 2 and "nope.jsonl: no such file or folder" in err and "Traceback" not in err
     rc = main(["train", FIXTURE_CONFIG, "--model", fake_model(tmp_path), "--data", WISHES,
                "--deepspeed", "zero9", "--work-dir", str(tmp_path / "wd")])
     assert rc == 2 and "zero9" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_serve_rejects_a_busy_port(capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
-        from tianji_ft.utils.errors import UserError
+        from tianji_ft.core.errors import UserError
 
         with pytest.raises(UserError, match="pick another --port"):
             serve(Engine(), "127.0.0.1", busy.getsockname()[1])

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tianji_ft.synth.journal import DirLock, Journal
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def entry(i, status="ok"):

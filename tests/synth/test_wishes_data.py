@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from tianji_ft.synth.wishes_data import default_wishes_dir, load_wishes_data
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 # Copied from the seed (SocialAI-tianji/Tianji tools/finetune/data_maker/get_wish_datav1.py)
 # so a slip in the data files shows up here.

@@ -3,7 +3,7 @@ import pytest
 from tianji_ft.cli import main
 from tianji_ft.synth.wishes_data import load_wishes_data
 from tianji_ft.synth.wishes_map import map_counts, map_text, plot_map
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def test_text_map_marks_every_pair():

@@ -2,7 +2,7 @@ import pytest
 
 from tianji_ft.synth.wishes_data import load_wishes_data
 from tianji_ft.synth.wishes_plan import item_rng, plan_wishes
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 # The seed's prompt pieces, verbatim from get_wish_datav1.py.
 SEED_FINAL_PROMPT = """

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, Prompter, resolve_prompter
 from tianji_ft.chat.templates import get_template
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @dataclass

@@ -17,8 +17,11 @@ from pathlib import Path
 from tianji_ft.chat.engine import GenerationParams
 from tianji_ft.chat.metrics import answer_metrics
 from tianji_ft.chat.report import write_report
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_open, write_json
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_open, write_json
+from tianji_ft.core.outputs import Output, check_outputs, mark
+
+EVAL_KIND = "eval"
 
 
 @dataclass
@@ -118,9 +121,13 @@ def _run_model(model, items, params, batch_size, label, **engine_kwargs):
 def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter: str | None = None,
              template: str = "auto", system: str | None = None, compare: str | None = None,
              compare_adapter: str | None = None, params: GenerationParams | None = None,
-             batch_size: int = 8, bits: int | None = None, device: str = "auto") -> dict:
+             batch_size: int = 8, bits: int | None = None, device: str = "auto",
+             data_file: str | Path | None = None, overwrite: bool = False) -> dict:
     params = params or GenerationParams(temperature=0.0)
     out_dir = Path(out_dir)
+    check_outputs([("model", model), ("adapter", adapter), ("compared model", compare),
+                   ("compared adapter", compare_adapter), ("test data", data_file)],
+                  [Output(out_dir, "-o", kind=EVAL_KIND)], overwrite=overwrite)
     runs = {"model": (model, adapter)}
     if compare:
         runs["base"] = (compare, compare_adapter)
@@ -132,6 +139,8 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
                                          [r.completion_tokens for r in replies], [i.reference for i in items])
         results[key] = (info, replies)
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mark(out_dir, EVAL_KIND)
     with atomic_open(out_dir / "answers.jsonl") as fh:
         for n, item in enumerate(items):
             row = {"id": item.id, "prompt": item.prompt, "reference": item.reference}

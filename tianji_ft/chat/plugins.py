@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 PLUGINS = ("calculate", "solve", "search")
 PLUGIN_TEMPLATE = "moss_sft"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tianji_ft.chat.templates import TEMPLATES, PromptTemplate, get_template, split_messages
 from tianji_ft.launch.manifest import read_manifest
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 TOKENIZER_TEMPLATE = "tokenizer"  # render with tokenizer.apply_chat_template
 _PROBE = [

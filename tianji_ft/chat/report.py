@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianji_ft.utils.fsio import atomic_open
+from tianji_ft.core.fsio import atomic_open
 
 METRIC_ROWS = [
     ("stop_rate", "stop rate (ended on the stop token)", "{:.2f}"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 _IM_SYSTEM = "<|im_start|>system\n{system}<|im_end|>\n"
 _IM_INSTRUCTION = "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"

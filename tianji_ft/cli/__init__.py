@@ -13,7 +13,8 @@ import pkgutil
 import sys
 
 from tianji_ft import __version__
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core import signals
+from tianji_ft.core.errors import UserError, os_error_line
 
 
 def _verb_modules():
@@ -38,16 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals.install()
     try:
         rc = args.func(args)
     except UserError as err:
         print(f"tianji-ft: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("tianji-ft: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # SIGINT, and SIGTERM/SIGHUP through signals.install()
+        print(f"tianji-ft: interrupted ({signals.signal_name(err)})", file=sys.stderr)
+        return signals.exit_code(err)
     except BrokenPipeError:
         return 0
+    except OSError as err:  # a full or read-only disk, a missing folder, no permission
+        print(f"tianji-ft: error: {os_error_line(err)}", file=sys.stderr)
+        return 1
+    except UnicodeError as err:
+        print(f"tianji-ft: error: {' '.join(str(err).split())}; check the file's encoding (--encoding)",
+              file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

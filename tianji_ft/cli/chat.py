@@ -69,7 +69,7 @@ def _chat(args) -> int:
         return run_plugin_chat(args.model, args.with_plugins, args.adapter, args.template, args.bits, params,
                                stream=not args.no_stream)
     if args.history_turns < 0:
-        from tianji_ft.utils.errors import UserError
+        from tianji_ft.core.errors import UserError
 
         raise UserError(f"--history-turns must be 0 or more, not {args.history_turns}")
     from tianji_ft.chat.engine import ChatEngine

@@ -14,11 +14,13 @@ def register(sub) -> None:
     p.add_argument("work_dir", metavar="WORK_DIR", help="the training work dir (holds tianji_run.json and iter_*.pth)")
     p.add_argument("--iter", type=int, dest="iteration", metavar="N", help="convert iter_N.pth (default: the last checkpoint)")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: WORK_DIR/hf_adapter for LoRA, WORK_DIR/hf_model for a full fine-tune)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
 
 
 def run(args) -> int:
     from tianji_ft.launch.convert import convert
 
-    out = convert(args.work_dir, iteration=args.iteration, out_dir=args.output)
+    out = convert(args.work_dir, iteration=args.iteration, out_dir=args.output, overwrite=args.overwrite)
     print(f"converted -> {out}")
     return 0

@@ -25,13 +25,15 @@ def register(subparsers) -> None:
     parser.add_argument("--compare-adapter", metavar="DIR", help="adapter for the --compare model")
     parser.add_argument("-o", "--output", default="eval_results", metavar="DIR",
                         help="folder for answers.jsonl, metrics.json, report.md (default eval_results)")
+    parser.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     add_sampling_flags(parser, temperature=0.0, max_new_tokens=512)
 
 
 def _eval(args) -> int:
     from tianji_ft.chat.evaluate import evaluate, load_prompts, load_test_data
-    from tianji_ft.utils.errors import UserError
+    from tianji_ft.core.errors import UserError
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
@@ -39,7 +41,7 @@ def _eval(args) -> int:
     summary = evaluate(args.model, items, args.output, adapter=args.adapter, template=args.template,
                        system=args.system, compare=args.compare, compare_adapter=args.compare_adapter,
                        params=params_from_args(args), batch_size=args.batch_size, bits=args.bits,
-                       device=args.device)
+                       device=args.device, data_file=args.data or args.prompts, overwrite=args.overwrite)
     for key in ("model", "base"):
         if key in summary:
             m = summary[key]["metrics"]

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="merged model folder (from tianji-ft merge or convert)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the .gguf and the Modelfile")
     p.add_argument("--quant", default="f16", choices=["f16", "q8_0", "q5_1"], help="GGUF weight type (default: f16)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     p.add_argument("--name", help="model name inside the GGUF and the file name (default: the folder's name)")
 
 
@@ -24,7 +26,8 @@ def run_ollama(args) -> int:
     from tianji_ft.launch.export_gguf import OtherConverterNeeded, export_ollama
 
     try:
-        result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name)
+        result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name,
+                               overwrite=args.overwrite)
     except OtherConverterNeeded as err:
         print(err.commands)
         raise

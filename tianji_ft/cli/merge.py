@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("base", metavar="BASE", help="base model folder (the model the adapter was trained on)")
     p.add_argument("adapter", metavar="ADAPTER", help="adapter folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the merged model (written atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="output dtype; auto keeps the base model's (default: auto)")
     p.add_argument("--max-shard-size", default="2GB", metavar="SIZE", help="largest shard, e.g. 2GB, 500MB (default: 2GB)")
@@ -25,6 +27,7 @@ def run(args) -> int:
     from tianji_ft.launch.merge import merge
 
     start = time.monotonic()
-    out = merge(args.base, args.adapter, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    out = merge(args.base, args.adapter, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                overwrite=args.overwrite)
     print(f"merged -> {out} ({time.monotonic() - start:.1f} s)")
     return 0

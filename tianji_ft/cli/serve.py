@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from tianji_ft.utils.errors import UserError
+    from tianji_ft.core.errors import UserError
 
     if args.max_concurrency < 1:
         raise UserError(f"--max-concurrency must be at least 1, not {args.max_concurrency}")

@@ -4,7 +4,7 @@ from tianji_ft.cli._common import add_verb
 
 
 def register(sub) -> None:
-    p = add_verb(sub, "status", "Show the state of a training run (running, finished, failed).",
+    p = add_verb(sub, "status", "Show the state of a training run (running, finished, failed, interrupted, stopped).",
                  "tianji-ft status work_dirs/internlm2_chat_7b_qlora_wishes_e3", run)
     p.add_argument("work_dir")
 
@@ -13,6 +13,9 @@ def run(args) -> int:
     from tianji_ft.launch.detach import status
 
     info = status(args.work_dir)
+    if info["signal"]:
+        info["state"] = f"{info['state']} ({info['signal']})"
     for key, value in info.items():
-        print(f"{key}: {value}")
+        if value is not None and key != "signal":
+            print(f"{key}: {value}")
     return 0 if info["state"] in ("starting", "running", "finished") else 1

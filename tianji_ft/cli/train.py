@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = add_verb(sub, "train", "Train a config from xtuner_configs/ (or any XTuner config file).", EXAMPLE, run)
     p.add_argument("config", help="config name (tianji-ft configs list) or path")
     p.add_argument("--model", help="base model path (default: the config's model)")
-    p.add_argument("--data", nargs="+", default=[], help="training data files")
+    p.add_argument("--data", nargs="+", default=[], help="training data files, or folders (their .jsonl/.json files)")
     p.add_argument("--work-dir", help="default: work_dirs/CONFIG_NAME")
     p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload|none|PATH (default: the config's)")
     p.add_argument("--gpus", type=int, default=1, help="processes per node (torchrun when > 1)")
@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--tiny", action="store_true", help="use the tiny model of the config's family and its sample data")
     p.add_argument("--dry-run", action="store_true", help="check data against the config and print counts; no training")
     p.add_argument("--detach", action="store_true", help="run in the background; follow with tianji-ft logs WORK_DIR -f")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train in an existing work dir that tianji-ft did not make (its files are kept)")
     p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
                    help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
     add_config_settings(p)
@@ -41,7 +43,7 @@ def build_request(args):
         config=args.config, model=args.model, data=args.data, work_dir=args.work_dir, deepspeed=args.deepspeed,
         gpus=args.gpus, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
         master_port=args.master_port, launcher=args.launcher, resume=args.resume, tiny=args.tiny,
-        settings=settings, cfg_options=args.sets,
+        settings=settings, cfg_options=args.sets, overwrite=args.overwrite,
     )
 
 
@@ -62,7 +64,7 @@ def run(args) -> int:
 
         from tianji_ft.launch.detach import start_detached
 
-        work_dir = launcher.plan(req)["work_dir"]
+        work_dir = launcher.check_work_dir(launcher.plan(req), req.overwrite)
         pid = start_detached(req, Path(work_dir))
         print(f"[tianji-ft] training in the background (pid {pid}); follow: tianji-ft logs {work_dir} -f")
         return 0

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def _web(args) -> int:
-    from tianji_ft.utils.errors import UserError
+    from tianji_ft.core.errors import UserError
     from tianji_ft.web.launch import run_web
     from tianji_ft.web.options import app_argv
 

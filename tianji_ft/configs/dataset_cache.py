@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import sha256_file
-from tianji_ft.utils.paths import cache_dir as user_cache_dir
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import sha256_file
+from tianji_ft.core.paths import cache_dir as user_cache_dir
 
 # Bump when the saved layout or the build recipe changes.
 CACHE_FORMAT = 1

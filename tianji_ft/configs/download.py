@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 SOURCES = ("modelscope", "huggingface")
 DEFAULT_SOURCE = "modelscope"

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from tianji_ft.configs.settings import BY_ENV
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_open
-from tianji_ft.utils.paths import CONFIGS_DIR
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_open
+from tianji_ft.core.paths import CONFIGS_DIR
 
 META_NAME = "tianji_meta"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from tianji_ft.data.jsonfast import dumps_line
 from tianji_ft.data.schema import Gather
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_open, write_json
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_open, write_json
 
 
 class Rejected:

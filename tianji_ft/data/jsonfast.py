@@ -19,7 +19,15 @@ JSONDecodeError = json.JSONDecodeError
 
 
 def _std_dumps(obj) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a \ud800 escape) is not Unicode and has no
+        # UTF-8 form: written as the escape it was read from, the JSON reads
+        # back the same. (Commands reject such records before they reach an
+        # output; this keeps the rejects file and copies faithful.)
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii")
 
 
 def std_loads(data):

@@ -36,7 +36,7 @@ from tianji_ft.data.pipeline import check_fields
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.schema import RecordWriter, check_output_path
 from tianji_ft.data.sources import expand_sources, read_rows
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 _SPEC_KEYS = {"output", "seed", "sources"}
 _SOURCE_KEYS = {"name", "path", "kind", "cap", "ratio", "options", "encoding", "sheet"}

@@ -17,7 +17,7 @@ from tianji_ft.data.accounting import RejectSink, Rejected, Tally, refuse_overwr
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.schema import RecordWriter, check_output_path, iter_records
 from tianji_ft.data.sources import batched, expand_sources, read_batches
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 _CHUNK = 64  # results taken from the transform at a time: few enough to stay in the CPU cache
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Union
 
 from tianji_ft.data.accounting import Reject, Rejected
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 # Modules whose import registers converters.
 _CONVERTER_MODULES = ("tianji_ft.data.converters", "tianji_ft.data.msagent", "tianji_ft.data.wishes")

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Iterator, List, TypedDict
 
 from tianji_ft.data.jsonfast import dumps, dumps_line, dumps_lines, fast_loads, loads, std_loads
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_open
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_open
 
 TURN_KEYS = frozenset(("system", "input", "output"))
 JSON_SUFFIXES = (".jsonl", ".json")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from tianji_ft.data.schema import encoding_error, is_jsonl, iter_records, jsonl_batches
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm", ".xls")
 INPUT_SUFFIXES = (".jsonl", ".json") + TABLE_SUFFIXES

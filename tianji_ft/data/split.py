@@ -21,8 +21,8 @@ from pathlib import Path
 from tianji_ft.data.accounting import Tally, refuse_overwrite, write_report
 from tianji_ft.data.jsonfast import fast_loads
 from tianji_ft.data.schema import Gather, RecordWriter, is_jsonl, iter_records, line_blocks, parse_lines
-from tianji_ft.utils.fsio import atomic_open
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.fsio import atomic_open
+from tianji_ft.core.errors import UserError
 
 
 def _check_ratio(test_ratio: float) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tianji_ft.data.dedupe import exact_key
 from tianji_ft.data.schema import iter_records, record_problems
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -120,7 +120,7 @@ def plot_lengths(stats: DatasetStats, out: str | Path) -> Path:
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit import
     import matplotlib.pyplot as plt
 
-    from tianji_ft.utils.fsio import atomic_open
+    from tianji_ft.core.fsio import atomic_open
 
     series = [(name, values) for name, values in (("chars", stats.chars), ("tokens", stats.tokens))
               if values is not None]

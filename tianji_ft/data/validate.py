@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from tianji_ft.data.schema import iter_records, record_problems
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 def validate_file(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:

@@ -25,7 +25,7 @@ from tianji_ft.data.accounting import Reject, Tally
 from tianji_ft.data.registry import converter, rowwise
 from tianji_ft.data.schema import iter_records, record_problems
 from tianji_ft.data.sources import as_text
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @converter("wishes-merge")

@@ -126,8 +126,13 @@ def _cpu_shm_comm_build() -> None:
     ds_torch.build_shm_op = lambda: None
 
 
-# Set by the launcher where a QLoRA config meets a machine without CUDA.
+# Set by the launcher only (never inherited from the user's shell, see runner.launch_env):
+# "1" drops a QLoRA config's quantization (a machine without CUDA, or checkpoint conversion);
+# "if-no-cuda" lets each slurm task decide on its own machine.
 DROP_QUANTIZATION_ENV = "TIANJI_FT_DROP_QUANTIZATION"
+DROP_QUANTIZATION_IF_NO_CUDA = "if-no-cuda"
+# Set by the training launcher: check the config's data before XTuner starts (entry.check_data).
+CHECK_DATA_ENV = "TIANJI_FT_CHECK_DATA"
 
 
 def drop_quantization_config() -> None:
@@ -153,6 +158,22 @@ def drop_quantization_config() -> None:
     Config.fromfile = staticmethod(fromfile)
 
 
+def cpu_deepspeed_argv(argv: list[str]) -> list[str]:
+    """``--deepspeed X.json`` -> ``X_cpu_bf16.json`` where this process has no CUDA and that sibling exists.
+
+    A slurm launch plans on a login node and cannot know the tasks' machines;
+    each task picks the DeepSpeed JSON here (DeepSpeed on CPU refuses fp16).
+    """
+    if "--deepspeed" not in argv or not _no_cuda():
+        return argv
+    i = argv.index("--deepspeed") + 1
+    if i < len(argv) and argv[i].endswith(".json") and not argv[i].endswith("_cpu_bf16.json"):
+        sibling = argv[i][: -len(".json")] + "_cpu_bf16.json"
+        if os.path.isfile(sibling):
+            return [*argv[:i], sibling, *argv[i + 1:]]
+    return argv
+
+
 def apply_all(verbose: bool = False) -> list[str]:
     """Apply every needed patch; return the names applied."""
     applied = []
@@ -160,7 +181,8 @@ def apply_all(verbose: bool = False) -> list[str]:
         if p.needed():
             p.apply()
             applied.append(p.name)
-    if os.environ.get(DROP_QUANTIZATION_ENV) == "1":
+    drop = os.environ.get(DROP_QUANTIZATION_ENV)
+    if drop == "1" or (drop == DROP_QUANTIZATION_IF_NO_CUDA and _no_cuda()):
         drop_quantization_config()
         applied.append("drop_quantization_config")
     if verbose and applied:

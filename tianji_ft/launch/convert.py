@@ -18,11 +18,13 @@ import re
 import shutil
 from pathlib import Path
 
-from tianji_ft.launch.manifest import read_manifest
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_dir, sha256_file, write_json
+from tianji_ft.core.outputs import Output, check_outputs
 from tianji_ft.launch.compat import DROP_QUANTIZATION_ENV
+from tianji_ft.launch.manifest import manifest_path, read_manifest
 from tianji_ft.launch.runner import launch_env, run_step, tool_command
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_dir, sha256_file, write_json
+from tianji_ft.launch.train import TRAIN_LOG
 
 CHECKPOINT = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
 CONVERT_LOG = "convert.log"
@@ -96,7 +98,7 @@ def _base_dtype(model: str | None) -> str:
 
 
 def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | Path | None = None,
-            runner=None, quiet: bool = False) -> Path:
+            runner=None, quiet: bool = False, overwrite: bool = False) -> Path:
     """Convert a checkpoint of ``work_dir``; return the output folder.
 
     LoRA runs give the adapter (fp32, ``adapter_model.safetensors``) plus the
@@ -110,8 +112,16 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
     config = _config_path(work_dir, manifest)
     full = not manifest.get("lora", True) or "model.lora=None" in manifest.get("cfg_options", [])
     out_dir = Path(out_dir) if out_dir else work_dir / ("hf_model" if full else "hf_adapter")
+    kind = "model" if full else "adapter"
+    # The work dir itself is where the default output goes; what must survive in it are the checkpoints.
+    base = manifest.get("model")
+    check_outputs([("checkpoint", checkpoint), ("run config", config), ("run manifest", manifest_path(work_dir)),
+                   ("training log", work_dir / TRAIN_LOG),
+                   ("base model", base if base and Path(base).exists() else None),
+                   *[("checkpoint", p) for p in sorted(work_dir.glob("iter_*.pth"))]],
+                  [Output(out_dir, "-o", kind=kind)], overwrite=overwrite)
     env = launch_env(extra={**(manifest.get("env") or {}), DROP_QUANTIZATION_ENV: "1"})
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind, overwrite) as tmp:
         raw = tmp / "pth_to_hf"
         cmd = pth_to_hf_command(config, checkpoint, raw, list(manifest.get("cfg_options") or []))
         run_step("convert", cmd, env, work_dir / CONVERT_LOG, runner=runner, quiet=quiet)

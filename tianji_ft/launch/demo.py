@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from tianji_ft.utils.errors import StepFailed, UserError
-from tianji_ft.utils.paths import DATA_DIR
+from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.paths import DATA_DIR
 
 DEMO_DATA = DATA_DIR / "demo" / "wishes.jsonl"
 DEMO_CONFIG = "internlm2_chat_7b_qlora_wishes_e3"

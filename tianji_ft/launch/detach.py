@@ -10,15 +10,17 @@ import time
 from pathlib import Path
 
 from tianji_ft.launch.manifest import read_manifest
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 PID_FILE = "train.pid"
 
 
 def start_detached(req, work_dir: Path) -> int:
     """Start ``python -m tianji_ft.launch.detach REQUEST_JSON`` in its own session; return its pid."""
+    from tianji_ft.core.lock import check_free
     from tianji_ft.launch.train import TRAIN_LOG, request_to_json
 
+    check_free(work_dir)  # refuse now, not in the background where nobody reads it
     work_dir.mkdir(parents=True, exist_ok=True)
     log = open(work_dir / TRAIN_LOG, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "tianji_ft.launch.detach", request_to_json(req)],
@@ -45,22 +47,37 @@ def pid_alive(pid: int) -> bool:
 
 
 def status(work_dir: str | Path) -> dict:
-    """``starting`` (launched, no manifest yet), ``running``, ``finished``, ``failed`` or ``stopped``."""
+    """``starting`` (launched, no manifest yet), ``running``, ``finished``, ``failed``, ``interrupted``
+    (stopped by a signal it could act on) or ``stopped`` (killed outright: SIGKILL, a crash)."""
     work_dir = Path(work_dir)
     pid_path = work_dir / PID_FILE
     pid = int(pid_path.read_text().strip()) if pid_path.is_file() else None
     alive = bool(pid and pid_alive(pid))
     manifest = read_manifest(work_dir, required=not alive and pid is None) or {}
     exit_code = manifest.get("exit_code")
+    state = manifest.get("state")
     if not manifest:
         state = "starting" if alive else "failed"
-    elif exit_code is None:
-        state = "running" if alive else "stopped"
-    else:
-        state = "finished" if exit_code == 0 else "failed"
-    return {"state": state, "pid": pid, "config": manifest.get("config", {}).get("name"),
-            "started": manifest.get("started"), "ended": manifest.get("ended"), "exit_code": exit_code,
+    elif state in (None, "running"):  # an older manifest has no state: read it from the exit code
+        if exit_code is None:
+            state = "running" if alive or (state == "running" and pid is None and _lock_held(work_dir)) \
+                else "stopped"
+        else:
+            state = "finished" if exit_code == 0 else "failed"
+    return {"state": state, "signal": manifest.get("signal"), "pid": pid,
+            "config": manifest.get("config", {}).get("name"), "started": manifest.get("started"),
+            "ended": manifest.get("ended"), "exit_code": exit_code,
             "last_checkpoint": manifest.get("last_checkpoint")}
+
+
+def _lock_held(work_dir: Path) -> bool:
+    from tianji_ft.core.lock import check_free
+
+    try:
+        check_free(work_dir)
+    except UserError:
+        return True
+    return False
 
 
 def follow_log(work_dir: str | Path, follow: bool = False, lines: int = 40, out=sys.stdout,
@@ -88,16 +105,20 @@ def follow_log(work_dir: str | Path, follow: bool = False, lines: int = 40, out=
 
 
 def _main() -> None:
+    from tianji_ft.core import signals
     from tianji_ft.launch.train import TrainRequest, train
-    from tianji_ft.utils.errors import StepFailed
 
+    signals.install()
     req = TrainRequest(**json.loads(sys.argv[1]))
     req.log_to_terminal = True  # our stdout is already the log file
     try:
         sys.exit(train(req))
-    except StepFailed as err:
+    except UserError as err:  # StepFailed included
         print(f"tianji-ft: error: {err}", flush=True)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt as err:  # the manifest already says how it ended
+        print(f"tianji-ft: interrupted ({signals.signal_name(err)})", flush=True)
+        sys.exit(signals.exit_code(err))
 
 
 if __name__ == "__main__":

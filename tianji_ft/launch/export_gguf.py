@@ -22,8 +22,9 @@ from pathlib import Path
 
 from tianji_ft.launch.merge import FLOAT_DTYPES, read_weights, to_f32
 from tianji_ft.launch.modelfile import model_manifest, render_modelfile, stop_token_ids, stop_words, template_name
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_dir
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_dir
+from tianji_ft.core.outputs import Output, check_outputs
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 SLICE_ELEMENTS = 8 << 20
@@ -246,7 +247,11 @@ def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name
     return path
 
 
-def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16", name: str | None = None) -> Export:
+EXPORT_KIND = "ollama"
+
+
+def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16", name: str | None = None,
+                  overwrite: bool = False) -> Export:
     """Write ``NAME-QUANT.gguf`` and a ``Modelfile`` for the model in ``model_dir`` into ``out_dir``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if quant not in _quant_types():
@@ -255,6 +260,7 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
     if not config_path.is_file():
         raise UserError(f"{model_dir}: no config.json; export a merged model (tianji-ft merge) or a converted "
                         "full fine-tune, not an adapter")
+    check_outputs({"model": model_dir}, [Output(out_dir, "-o", kind=EXPORT_KIND)], overwrite=overwrite)
     name = ollama_name(name or model_dir.name)
     architecture = (json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or ["?"])[0]
     if architecture == "InternLM2ForCausalLM":
@@ -268,7 +274,7 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
                         "tianji-ft merge or convert wrote")
     gguf_name = f"{name}-{quant}.gguf"
     try:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, EXPORT_KIND, overwrite) as tmp:
             write_gguf(model_dir, tmp / gguf_name, quant=quant, name=name)
             system = model_manifest(model_dir).get("system")
             (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")

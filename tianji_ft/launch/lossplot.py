@@ -32,7 +32,7 @@ def plot_loss(work_dir: str | Path, out: str | Path | None = None) -> Path | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tianji_ft.utils.fsio import atomic_open
+    from tianji_ft.core.fsio import atomic_open
 
     iters = [r["iter"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))

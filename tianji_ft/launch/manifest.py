@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import write_json
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import write_json
 
 MANIFEST_NAME = "tianji_run.json"
 TRACKED_PACKAGES = ("tianji_ft", "torch", "transformers", "xtuner", "mmengine", "deepspeed", "peft",

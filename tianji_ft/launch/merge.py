@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tianji_ft.launch.modelfile import generation_config, model_manifest, template_name
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_dir, write_json
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_dir, write_json
+from tianji_ft.core.outputs import Output, check_outputs
 
 OUTPUT_DTYPES = {"bf16": "BF16", "fp16": "F16", "fp32": "F32", "auto": None}
 TORCH_DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
@@ -432,8 +433,10 @@ def _copy_model_files(base_dir: Path, dst: Path) -> None:
 def local_model_dir(model: str | Path) -> Path:
     """``model`` itself, or for a hub id (the manifest's default model) its copy in the Hugging Face cache."""
     path = Path(model)
-    if path.is_dir() or str(model).count("/") != 1 or path.is_absolute():
+    if path.is_dir():
         return path
+    if str(model).count("/") != 1 or path.is_absolute() or str(model).startswith((".", "~")):
+        raise UserError(f"{model}: no such model folder; check the path")
     try:
         from huggingface_hub import snapshot_download
 
@@ -444,8 +447,12 @@ def local_model_dir(model: str | Path) -> Path:
             from None
 
 
+MODEL_KIND = "model"
+
+
 def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Path | None = None,
-                dtype: str = "auto", max_shard_size: str | int = "2GB", template: str | None = None) -> Path:
+                dtype: str = "auto", max_shard_size: str | int = "2GB", template: str | None = None,
+                overwrite: bool = False) -> Path:
     """Write ``base_dir`` (+ the merged adapter, if any) to ``out_dir`` in ``dtype`` as safetensors shards.
 
     ``template`` (XTuner's name) picks the stop tokens; by default the adapter's or base's manifest says.
@@ -455,9 +462,8 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
         raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(OUTPUT_DTYPES)}")
     if not (base_dir / "config.json").is_file():
         raise UserError(f"{base_dir}: no config.json; pass a Hugging Face model folder as BASE")
-    for src in (base_dir, adapter_dir):
-        if src is not None and out_dir.resolve() == Path(src).resolve():
-            raise UserError(f"{out_dir}: the output must be a new folder, not an input")
+    check_outputs({"base model": base_dir, "adapter": adapter_dir}, [Output(out_dir, "-o", kind=MODEL_KIND)],
+                  overwrite=overwrite)
     base = read_weights(base_dir)
     adapter = load_adapter(adapter_dir) if adapter_dir is not None else None
     if adapter is not None:
@@ -480,7 +486,7 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
         return tensor_slices(source, out_dtype, pair)
 
     try:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, MODEL_KIND, overwrite) as tmp:
             with single_threaded_blas():
                 write_shards(tmp, plan, produce)
             _copy_model_files(base_dir, tmp)
@@ -508,6 +514,7 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
 
 
 def merge(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto",
-          max_shard_size: str | int = "2GB") -> Path:
+          max_shard_size: str | int = "2GB", overwrite: bool = False) -> Path:
     """Merge the LoRA adapter ``adapter_dir`` into ``base_dir``; write the model to ``out_dir``."""
-    return write_model(base_dir, out_dir, adapter_dir, dtype=dtype, max_shard_size=max_shard_size)
+    return write_model(base_dir, out_dir, adapter_dir, dtype=dtype, max_shard_size=max_shard_size,
+                       overwrite=overwrite)

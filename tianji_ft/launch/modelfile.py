@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 # Copied from xtuner/utils/templates.py (tests check they still agree), so
 # writing a Modelfile does not import XTuner (and torch) for the common cases.

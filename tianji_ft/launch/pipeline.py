@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from tianji_ft.launch.manifest import read_manifest
-from tianji_ft.utils.errors import StepFailed, UserError
-from tianji_ft.utils.fsio import write_json
+from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.fsio import write_json
 
 STAGES = ("data", "train", "convert", "merge", "evaluate", "export")
 STATE_FILE = "pipeline.json"

@@ -16,8 +16,14 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tianji_ft.launch.compat import LAUNCH_ENV
-from tianji_ft.utils.errors import StepFailed
+from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.signals import Interrupted
+from tianji_ft.launch.compat import CHECK_DATA_ENV, DROP_QUANTIZATION_ENV, LAUNCH_ENV
+from tianji_ft.launch.entry import CHILD_ERROR_PREFIX
+
+# Variables only the launcher sets: a value left in the user's shell (or by an
+# earlier run's environment) must never reach a training process unchecked.
+INTERNAL_ENV = (DROP_QUANTIZATION_ENV, CHECK_DATA_ENV)
 
 # XTuner's tools, run as modules: the ``xtuner`` console script exits 0 when
 # the command failed, so it is never used.
@@ -61,6 +67,8 @@ def launch_env(base: Mapping[str, str] | None = None, *, single_process: bool = 
     """The child's environment: LAUNCH_ENV, and for one process the variables
     DeepSpeed would otherwise discover through MPI."""
     env = dict(os.environ if base is None else base)
+    for key in INTERNAL_ENV:
+        env.pop(key, None)
     for key, value in LAUNCH_ENV.items():
         env.setdefault(key, value)
     # DeepSpeed JIT-builds its CPU comm op; one build per environment, not a
@@ -79,30 +87,56 @@ def launch_env(base: Mapping[str, str] | None = None, *, single_process: bool = 
 def subprocess_runner(cmd: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> int:
     """Run ``cmd``; output goes to ``log_path`` (appended) or the terminal.
 
-    The child stays in our process group, so Ctrl-C in a terminal or a signal
-    to the group reaches every rank torchrun started; a SIGTERM sent to this
-    process alone is passed on to the child before we exit.
+    The child stays in our process group, so Ctrl-C in a terminal reaches
+    every rank torchrun started. A SIGTERM or SIGHUP sent to this process
+    alone, and a SIGINT the child did not get, are passed on to the child; we
+    wait for it to stop cleanly (it saves nothing half-written), then raise
+    :class:`KeyboardInterrupt` / :class:`Interrupted` so the caller records
+    how the run ended.
     """
     log = open(log_path, "ab") if log_path else None
+    received: list[int] = []
     try:
         proc = subprocess.Popen(list(cmd), env=dict(env), stdout=log, stderr=subprocess.STDOUT if log else None)
-        previous = None
+
+        def forward(signum, frame):
+            received.append(signum)
+            proc.send_signal(signum)
+
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+            previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return proc.wait()
+            rc = proc.wait()
         except KeyboardInterrupt:
-            try:
-                proc.wait(timeout=30)  # it got the same SIGINT; give it time to stop cleanly
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc, signal.SIGINT)
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if received:
+            _stop(proc, received[0], forwarded=True)
+            raise Interrupted(received[0])
+        return rc
     finally:
         if log:
             log.close()
+
+
+def _stop(proc: subprocess.Popen, signum: int, forwarded: bool = False, grace_s: float = 30.0) -> None:
+    """Wait for the child to stop on ``signum``: a terminal's Ctrl-C reaches it by itself (we pass
+    it on only if it is still running after a while); kill it only as the last resort."""
+    if not forwarded:
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signum)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def log_tail(log_path: Path | None, lines: int = 20) -> str:
@@ -128,6 +162,9 @@ def run_step(step: str, cmd: Sequence[str], env: Mapping[str, str], log_path: Pa
     elapsed = time.monotonic() - start
     if rc != 0:
         tail = log_tail(log_path)
+        relayed = [line for line in tail.splitlines() if line.startswith(CHILD_ERROR_PREFIX)]
+        if relayed:  # the child said what is wrong in one line: that line is the error
+            raise UserError(f"step '{step}': {relayed[-1][len(CHILD_ERROR_PREFIX):]}", exit_code=rc)
         detail = f"see {log_path}" if log_path else ""
         if tail and not quiet:
             print(f"--- last lines of {log_path} ---\n{tail}\n---", file=sys.stderr)

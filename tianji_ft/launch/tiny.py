@@ -20,8 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tianji_ft.utils.fsio import atomic_dir
-from tianji_ft.utils.paths import DATA_DIR, cache_dir
+from tianji_ft.core.fsio import atomic_dir
+from tianji_ft.core.paths import DATA_DIR, cache_dir
 
 SEED = 20240521
 VOCAB_SIZE = 2048
@@ -176,7 +176,7 @@ def build_tiny_model(family: str, out_dir: str | Path) -> Path:
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; choose from {sorted(FAMILIES)}")
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "tiny-model", overwrite=True) as tmp:
         tokenizer = build_tokenizer(family, tmp)
         config = _model_config(family, tokenizer, tmp)
         torch.manual_seed(SEED)

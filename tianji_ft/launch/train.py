@@ -15,16 +15,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tianji_ft.core import signals
+from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.fsio import sha256_file
+from tianji_ft.core.lock import WorkDirLock
+from tianji_ft.core.outputs import Output, check_outputs, mark
+from tianji_ft.core.paths import CONFIGS_DIR, PROJECT_ROOT
 from tianji_ft.launch import runner as run
-from tianji_ft.launch.compat import DROP_QUANTIZATION_ENV
-from tianji_ft.launch.manifest import now_iso, package_versions, write_manifest
-from tianji_ft.utils.errors import StepFailed, UserError
-from tianji_ft.utils.fsio import sha256_file
-from tianji_ft.utils.paths import CONFIGS_DIR, PROJECT_ROOT
+from tianji_ft.launch.compat import CHECK_DATA_ENV, DROP_QUANTIZATION_ENV, DROP_QUANTIZATION_IF_NO_CUDA
+from tianji_ft.launch.manifest import MANIFEST_NAME, now_iso, package_versions, write_manifest
 
 DEEPSPEED_NAMES = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 DEEPSPEED_DIR = CONFIGS_DIR / "deepspeed"
 TRAIN_LOG = "train.log"
+WORK_DIR_KIND = "work-dir"
+# The files XTuner's configs load with datasets' "json" builder, when --data names a folder.
+DATA_SUFFIXES = (".jsonl", ".json")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class TrainRequest:
     settings: dict[str, str] = field(default_factory=dict)  # TIANJI_* variable -> value
     cfg_options: list[str] = field(default_factory=list)
     log_to_terminal: bool = False
+    overwrite: bool = False  # train in a work dir tianji-ft did not make (its files are kept)
 
 
 def cuda_available() -> bool:
@@ -90,14 +97,26 @@ def _default_model(config_path: Path) -> str | None:
     return (config_settings(config_path).get("TIANJI_MODEL") or {}).get("default")
 
 
-def _data_entries(files: list[str]) -> list[dict]:
-    entries = []
-    for name in files:
+def expand_data_args(names: list[str]) -> list[str]:
+    """``--data`` as files: a folder stands for its .jsonl/.json files (sorted, not recursive)."""
+    files = []
+    for name in names:
         path = Path(name)
-        if not path.is_file():
-            raise UserError(f"data file {name} not found; pass existing files with --data")
-        entries.append({"path": str(path.resolve()), "sha256": sha256_file(path)})
-    return entries
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
+            if not found:
+                raise UserError(f"--data {name}: the folder holds no {' or '.join(DATA_SUFFIXES)} files; "
+                                "convert the data first (tianji-ft data convert) or name the files")
+            files += [str(p) for p in found]
+        elif path.is_file():
+            files.append(name)
+        else:
+            raise UserError(f"--data {name}: no such file or folder; pass existing files with --data")
+    return files
+
+
+def _data_entries(files: list[str]) -> list[dict]:
+    return [{"path": str(Path(name).resolve()), "sha256": sha256_file(name)} for name in expand_data_args(files)]
 
 
 def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
@@ -127,11 +146,20 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     if model:
         settings["TIANJI_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
     if data:
-        settings["TIANJI_DATA"] = os.pathsep.join(str(Path(p).resolve()) for p in data)
+        settings["TIANJI_DATA"] = os.pathsep.join(str(Path(p).resolve()) for p in expand_data_args(data))
     settings["TIANJI_WORK_DIR"] = str(work_dir)
     cfg_options = list(req.cfg_options)
-    if meta.get("quantized") and not cuda:
-        settings[DROP_QUANTIZATION_ENV] = "1"
+    slurm = req.launcher == "slurm"
+    internal = {CHECK_DATA_ENV: "1"}
+    if slurm:
+        # The launching process (a login node) may have no GPU while every task has one:
+        # each task decides for itself (tianji_ft.launch.entry), from GPU settings.
+        cuda = True
+        if meta.get("quantized"):
+            internal[DROP_QUANTIZATION_ENV] = DROP_QUANTIZATION_IF_NO_CUDA
+        notes.append("slurm: each task checks for CUDA itself (bf16 DeepSpeed and plain LoRA only where it has none)")
+    elif meta.get("quantized") and not cuda:
+        internal[DROP_QUANTIZATION_ENV] = "1"
         notes.append("no CUDA: bitsandbytes 4-bit cannot load on CPU, training plain LoRA instead of QLoRA")
     ds_choice = req.deepspeed if req.deepspeed is not None else meta.get("deepspeed")
     ds_path, ds_note = resolve_deepspeed(ds_choice, cuda)
@@ -156,7 +184,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
                                    master_addr=req.master_addr, master_port=req.master_port)
     else:
         cmd = run.tool_command("train", args)
-    env = run.launch_env(single_process=world == 1 and req.launcher != "slurm", extra=settings)
+    env = run.launch_env(single_process=world == 1 and not slurm, extra={**settings, **internal})
     if not cuda:
         env.setdefault("OMP_NUM_THREADS", "1" if world > 1 else str(min(4, os.cpu_count() or 1)))
     data_files = [p for p in settings.get("TIANJI_DATA", "").split(os.pathsep) if p]
@@ -168,7 +196,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
         "template": meta.get("template"),
         "system": settings.get("TIANJI_SYSTEM", meta.get("system", "")),
         "lora": bool(meta.get("lora", True)),
-        "quantized": bool(meta.get("quantized")) and cuda,
+        "quantized": bool(meta.get("quantized")) and cuda and not slurm,
         "data": _data_entries(data_files) if data_files else [],
         "env": settings,
         "cfg_options": cfg_options,
@@ -180,32 +208,62 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     return {"work_dir": work_dir, "cmd": cmd, "env": env, "manifest": manifest, "notes": notes}
 
 
+def check_work_dir(p: dict, overwrite: bool = False) -> Path:
+    """The output-safety rule for a work dir: never an input, never a stranger's folder unasked."""
+    work_dir: Path = p["work_dir"]
+    manifest = p["manifest"]
+    if (work_dir / MANIFEST_NAME).is_file():
+        mark(work_dir, WORK_DIR_KIND)  # a work dir of ours from before the marker existed
+    model = manifest.get("model")
+    inputs = [("config", manifest["config"]["path"])]
+    inputs += [("base model", model)] if model and Path(model).exists() else []
+    inputs += [("data file", d["path"]) for d in manifest["data"]]
+    check_outputs(inputs, [Output(work_dir, "--work-dir", kind=WORK_DIR_KIND)], overwrite=overwrite)
+    return work_dir
+
+
 def train(req: TrainRequest, runner: run.Runner | None = None, out=sys.stdout) -> int:
     """Run training; return the training process's exit code (0 on success).
 
+    The work dir is locked for the run (one run per work dir; on a multi-node
+    launch, node 0 holds it). The manifest's ``state`` ends as ``finished``,
+    ``failed`` (with XTuner's exit code) or ``interrupted`` (with the signal).
     A failure raises :class:`StepFailed` naming the 'train' step.
     """
     p = plan(req)
-    work_dir: Path = p["work_dir"]
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = check_work_dir(p, req.overwrite)
+    lock = WorkDirLock(work_dir, "training run", warn=lambda msg: print(msg, file=out, flush=True))
+    if req.node_rank == 0:
+        lock.acquire()
+    try:
+        return _train_locked(req, p, work_dir, runner, out)
+    finally:
+        lock.release()
+
+
+def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> int:
+    mark(work_dir, WORK_DIR_KIND)
     for note in p["notes"]:
         print(f"[tianji-ft] {note}", file=out, flush=True)
-    manifest = dict(p["manifest"], packages=package_versions(), started=now_iso(), ended=None,
-                    exit_code=None, last_checkpoint=None)
+    manifest = dict(p["manifest"], packages=package_versions(), started=now_iso(), ended=None, state="running",
+                    exit_code=None, signal=None, last_checkpoint=None)
     write_manifest(work_dir, manifest)
     log_path = None if req.log_to_terminal else work_dir / TRAIN_LOG
     print(f"[tianji-ft] training {manifest['config']['name']} -> {work_dir}"
           + (f" (log: {log_path})" if log_path else ""), file=out, flush=True)
-    rc, start = 1, time.monotonic()
+    rc, state, signal_name, start = 1, "failed", None, time.monotonic()
     try:
         run.run_step("train", p["cmd"], p["env"], log_path, runner=runner)
-        rc = 0
+        rc, state = 0, "finished"
     except StepFailed as err:
         rc = err.returncode
         raise
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM/SIGHUP (tianji_ft.core.signals)
+        rc, state, signal_name = signals.exit_code(err), "interrupted", signals.signal_name(err)
+        raise
     finally:
-        manifest.update(ended=now_iso(), exit_code=rc, last_checkpoint=last_checkpoint(work_dir),
-                        elapsed_s=round(time.monotonic() - start, 1))
+        manifest.update(ended=now_iso(), state=state, exit_code=rc, signal=signal_name,
+                        last_checkpoint=last_checkpoint(work_dir), elapsed_s=round(time.monotonic() - start, 1))
         write_manifest(work_dir, manifest)
         if rc == 0:
             from tianji_ft.launch.lossplot import plot_loss

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tianji_ft.chat.engine import GenerationParams
 from tianji_ft.serve import protocol as p
 from tianji_ft.serve.protocol import ApiError
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 MAX_BODY = 1 << 20
 DRAIN_LIMIT = 16 << 20

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 class Journal:

@@ -26,8 +26,8 @@ from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.progress import Progress
 from tianji_ft.synth.wishes_data import WishesData, load_wishes_data
 from tianji_ft.synth.wishes_plan import WishItem, WishPlan, plan_wishes
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.fsio import atomic_open, write_json
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.fsio import atomic_open, write_json
 
 EXIT_OK = 0
 EXIT_FAILED = 3  # some requests failed; their reasons are in FAILED_FILE

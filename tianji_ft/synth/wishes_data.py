@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tianji_ft.utils.errors import UserError
-from tianji_ft.utils.paths import DATA_DIR
+from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import DATA_DIR
 
 
 def default_wishes_dir() -> Path:

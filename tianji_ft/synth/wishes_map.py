@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from tianji_ft.synth.wishes_data import WishesData
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 # Fonts with Chinese glyphs, tried in order; matplotlib's default font has none.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from tianji_ft.synth.wishes_data import WishesData
-from tianji_ft.utils.errors import UserError
+from tianji_ft.core.errors import UserError
 
 
 @dataclass(frozen=True)

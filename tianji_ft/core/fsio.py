@@ -50,17 +50,24 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a directory under a temporary name; rename it to ``path`` at the end.
+def atomic_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> Iterator[Path]:
+    """Build a ``kind`` output folder under a temporary name; rename it to ``path`` at the end.
 
     An existing ``path`` is replaced only once the new one is complete, so a
-    crash or a full disk never leaves a partial output that looks finished.
+    crash or a full disk never leaves a partial output that looks finished;
+    and only when it is a ``kind`` output of ours or ``overwrite`` is set
+    (callers check first with :func:`tianji_ft.core.outputs.check_outputs`;
+    this is the last line of defence).
     """
+    from tianji_ft.core.outputs import Output, check_outputs, mark
+
     path = Path(path)
+    check_outputs({}, [Output(path, kind=kind)], overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        mark(tmp, kind)
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             old = path.with_name(f".{path.name}.old")
