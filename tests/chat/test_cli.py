@@ -48,3 +48,16 @@ def test_help_shows_a_copyable_example(capsys):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         assert f"tianji-ft {verb} work_dirs/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model, said", [
+    ("nobody-here/no-such-model-祝福", "not in the Hugging Face cache"),
+    ("./modles/internlm2-chat-7b", "no such model folder"),
+])
+def test_a_model_that_is_not_here_fails_at_once_without_the_network(model, said, capsys, monkeypatch):
+    # Any hub request would have to go through this proxy, which does not exist.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "60")
+    assert main(["chat", model, "--prompt", "你好", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1

@@ -20,6 +20,7 @@ from typing import Iterator
 from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, Prompter, resolve_prompter
 from tianji_ft.chat.templates import get_template
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.paths import local_model_dir
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ChatEngine:
 
         model = str(model)
         _check_model_path(model)
+        model = str(local_model_dir(model))  # a hub id: its cached copy, or one line now (no network retries)
         if adapter and not (Path(adapter) / "adapter_config.json").is_file():
             raise UserError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
         if device == "auto":

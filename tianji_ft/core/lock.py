@@ -19,6 +19,9 @@ from pathlib import Path
 from tianji_ft.core.errors import UserError
 
 LOCK_NAME = ".tianji_ft.lock"
+# Work dirs this process holds, with how many nested holders: the pipeline holds
+# its work dir and the training stage inside it takes the same lock again.
+_HELD: dict[str, int] = {}
 
 
 def _describe(holder: dict) -> str:
@@ -41,6 +44,11 @@ class WorkDirLock:
 
     def acquire(self) -> "WorkDirLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
+        if key in _HELD:
+            _HELD[key] += 1
+            self._fd = -1
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,11 +65,18 @@ class WorkDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self._fd = fd
+        _HELD[key] = 1
         return self
 
     def release(self) -> None:
         if self._fd is None:
             return
+        key = os.path.realpath(self.path)
+        _HELD[key] -= 1
+        if _HELD[key]:
+            self._fd = None
+            return
+        del _HELD[key]
         # Empty the record first: a holder recorded in an unlocked file means "died holding it".
         os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)

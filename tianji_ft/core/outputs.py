@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.lock import LOCK_NAME
 
 MARKER = ".tianji_ft_output"
+# Our own bookkeeping: a folder holding only these is empty as far as the user is concerned.
+OWN_FILES = frozenset((MARKER, LOCK_NAME))
 EXIT_REFUSED = 2
 
 
@@ -104,7 +107,7 @@ def _check_existing(out: Output, real: Path, overwrite: bool) -> None:
     if stat.S_ISDIR(st.st_mode):
         if not out.is_folder:
             raise UserError(f"{out.label} {out.path} is a folder; give a file name", EXIT_REFUSED)
-        if overwrite or not any(os.scandir(real)) or made_here(real, out.kind):
+        if overwrite or not any(e.name not in OWN_FILES for e in os.scandir(real)) or made_here(real, out.kind):
             return
         made = marker_kind(real)
         why = f"it holds a {made} output" if made else "tianji-ft did not make it"

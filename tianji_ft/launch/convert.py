@@ -85,7 +85,7 @@ def pth_to_hf_command(config: Path, checkpoint: Path, out: Path, cfg_options: li
 def _base_dtype(model: str | None) -> str:
     import json
 
-    from tianji_ft.launch.merge import local_model_dir
+    from tianji_ft.core.paths import local_model_dir
 
     try:
         config = local_model_dir(model or "") / "config.json"

@@ -121,6 +121,12 @@ def check_config_data(config_path, cfg_options: list[str]) -> DataCheck:
     return check_training_data(train_dataset_config(load_config(config_path, cfg_options)))
 
 
+def check_plan_data(plan: dict) -> DataCheck:
+    """:func:`check_training_data` for a launcher plan (``tianji_ft.launch.train.plan``), in its environment."""
+    with _environment(plan["env"]):
+        return check_config_data(plan["manifest"]["config"]["path"], plan["manifest"]["cfg_options"])
+
+
 def format_report(result: dict) -> str:
     """The dry run's findings as the lines ``tianji-ft train --dry-run`` prints."""
     cache = result.get("dataset_cache") or {}

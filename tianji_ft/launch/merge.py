@@ -31,6 +31,7 @@ from tianji_ft.launch.modelfile import generation_config, model_manifest, templa
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_dir, write_json
 from tianji_ft.core.outputs import Output, check_outputs
+from tianji_ft.core.paths import local_model_dir
 
 OUTPUT_DTYPES = {"bf16": "BF16", "fp16": "F16", "fp32": "F32", "auto": None}
 TORCH_DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
@@ -428,23 +429,6 @@ def _copy_model_files(base_dir: Path, dst: Path) -> None:
         if path.name in ("generation_config.json", "tianji_run.json") or path.name.startswith("."):
             continue
         shutil.copy2(path, dst / path.name)
-
-
-def local_model_dir(model: str | Path) -> Path:
-    """``model`` itself, or for a hub id (the manifest's default model) its copy in the Hugging Face cache."""
-    path = Path(model)
-    if path.is_dir():
-        return path
-    if str(model).count("/") != 1 or path.is_absolute() or str(model).startswith((".", "~")):
-        raise UserError(f"{model}: no such model folder; check the path")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(model), local_files_only=True))
-    except Exception:  # not cached (or no huggingface_hub): say how to get it
-        raise UserError(f"{model}: not a folder, and not in the Hugging Face cache; download it first "
-                        f"(huggingface-cli download {model} --local-dir models/{path.name}) and pass the folder") \
-            from None
 
 
 MODEL_KIND = "model"

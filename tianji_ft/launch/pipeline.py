@@ -116,17 +116,13 @@ class Pipeline:
     # --- stages -------------------------------------------------------------------
     def run_data(self):
         from tianji_ft.configs.registry import config_meta
-        from tianji_ft.data.validate import validate_files
 
-        files = [d["path"] for d in self.plan["manifest"]["data"]]
+        from tianji_ft.launch.dryrun import check_plan_data
+
+        checked = check_plan_data(self.plan)
         data_format = config_meta(self.plan["manifest"]["config"]["path"]).get("data_format", "conversation")
-        if data_format != "conversation":
-            return f"{len(files)} raw {data_format} file(s); the config's map function converts them"
-        problems = list(validate_files(files))
-        if problems:
-            raise UserError(f"{len(problems)} problem(s) in the data, first: {problems[0]}; "
-                            "run 'tianji-ft data validate' on it")
-        return f"{len(files)} file(s) valid"
+        raw = "" if data_format == "conversation" else f" ({data_format}, through the config's map function)"
+        return f"{checked.records} record(s) valid{raw}"
 
     def run_train(self):
         from tianji_ft.launch.train import train
@@ -177,8 +173,15 @@ class Pipeline:
         for name in (self.req.start, self.req.until):
             if name not in STAGES:
                 raise UserError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+        from tianji_ft.core.lock import WorkDirLock
+        from tianji_ft.launch.train import check_work_dir
+
+        check_work_dir(self.plan)
+        with WorkDirLock(self.work_dir, "pipeline", warn=lambda msg: print(msg, file=self.out, flush=True)):
+            return self._run_stages()
+
+    def _run_stages(self) -> int:
         first, last = STAGES.index(self.req.start), STAGES.index(self.req.until)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         for n, stage in enumerate(STAGES[: last + 1], 1):
             label = f"[{n}/{last + 1}] {stage:<8}"
             if n - 1 < first:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.errors import StepFailed
 from tianji_ft.core.signals import Interrupted
 from tianji_ft.launch.compat import CHECK_DATA_ENV, DROP_QUANTIZATION_ENV, LAUNCH_ENV
 from tianji_ft.launch.entry import CHILD_ERROR_PREFIX
@@ -163,8 +163,8 @@ def run_step(step: str, cmd: Sequence[str], env: Mapping[str, str], log_path: Pa
     if rc != 0:
         tail = log_tail(log_path)
         relayed = [line for line in tail.splitlines() if line.startswith(CHILD_ERROR_PREFIX)]
-        if relayed:  # the child said what is wrong in one line: that line is the error
-            raise UserError(f"step '{step}': {relayed[-1][len(CHILD_ERROR_PREFIX):]}", exit_code=rc)
+        if relayed:  # the child said what is wrong in one line: that line is the error, no log dump
+            raise StepFailed(step, rc, relayed[-1][len(CHILD_ERROR_PREFIX):])
         detail = f"see {log_path}" if log_path else ""
         if tail and not quiet:
             print(f"--- last lines of {log_path} ---\n{tail}\n---", file=sys.stderr)
