@@ -239,3 +239,43 @@ def test_data_validate_rejects_is_refused_by_train_in_one_line_before_a_model_lo
     assert err.count("\n") == 1 and f"{data}:0: turn 0: empty 'output'" in err and "step 'train' failed" in err
     assert "Loading checkpoint" not in (wd / "train.log").read_text(errors="replace")
     assert read_manifest(wd)["state"] == "failed" and read_manifest(wd)["exit_code"] == 2
+
+
+# ---- the work dir against the inputs ----
+
+def _sha(folder: Path) -> dict:
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["model", "model/子目录", "data_parent", "data_file"])
+def test_a_work_dir_on_an_input_is_refused_and_nothing_is_touched(tmp_path, capsys, where):
+    model = Path(fake_model(tmp_path))
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    data_dir = tmp_path / "数据"
+    data_dir.mkdir()
+    data = data_dir / "wishes.jsonl"
+    data.write_text(Path(WISHES).read_text(encoding="utf-8"), encoding="utf-8")
+    work_dir = {"model": model, "model/子目录": model / "子目录", "data_parent": data_dir, "data_file": data}[where]
+    before = _sha(tmp_path)
+    rc = main(["train", FIXTURE_CONFIG, "--model", str(model), "--data", str(data), "--work-dir", str(work_dir),
+               "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and str(work_dir) in err, err
+    assert _sha(tmp_path) == before
+    assert not (model / "子目录").exists()
+
+
+def test_a_strangers_work_dir_needs_overwrite_and_keeps_its_files(tmp_path, capsys):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "notes.md").write_text("我的笔记", encoding="utf-8")
+    req = _request(tmp_path)
+    with pytest.raises(Exception, match="not empty and tianji-ft did not make it; .*--overwrite"):
+        launcher.train(req, runner=lambda *a: 0, out=open(os.devnull, "w"))
+    req.overwrite = True
+    assert launcher.train(req, runner=lambda *a: 0, out=open(os.devnull, "w")) == 0
+    assert (wd / "notes.md").read_text(encoding="utf-8") == "我的笔记"
+    req.overwrite = False  # now it is a work dir of ours: a rerun needs no flag
+    assert launcher.train(req, runner=lambda *a: 0, out=open(os.devnull, "w")) == 0
