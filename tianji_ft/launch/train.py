@@ -212,13 +212,13 @@ def check_work_dir(p: dict, overwrite: bool = False) -> Path:
     """The output-safety rule for a work dir: never an input, never a stranger's folder unasked."""
     work_dir: Path = p["work_dir"]
     manifest = p["manifest"]
-    if (work_dir / MANIFEST_NAME).is_file():
-        mark(work_dir, WORK_DIR_KIND)  # a work dir of ours from before the marker existed
+    ours_before_markers = (work_dir / MANIFEST_NAME).is_file()  # a work dir of ours from before the marker
     model = manifest.get("model")
     inputs = [("config", manifest["config"]["path"])]
     inputs += [("base model", model)] if model and Path(model).exists() else []
     inputs += [("data file", d["path"]) for d in manifest["data"]]
-    check_outputs(inputs, [Output(work_dir, "--work-dir", kind=WORK_DIR_KIND)], overwrite=overwrite)
+    check_outputs(inputs, [Output(work_dir, "--work-dir", kind=WORK_DIR_KIND)],
+                  overwrite=overwrite or ours_before_markers)
     return work_dir
 
 
