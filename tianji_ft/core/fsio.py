@@ -59,9 +59,9 @@ def atomic_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> I
     (callers check first with :func:`tianji_ft.core.outputs.check_outputs`;
     this is the last line of defence).
     """
-    from tianji_ft.core.outputs import Output, check_outputs, mark
+    from tianji_ft.core.outputs import Output, check_outputs, mark, resolved
 
-    path = Path(path)
+    path = resolved(path)  # through a symlink: the folder it names is the output, the link stays
     check_outputs({}, [Output(path, kind=kind)], overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

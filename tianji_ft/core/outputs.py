@@ -77,7 +77,8 @@ def check_outputs(inputs: Mapping[str, str | os.PathLike | None] | Iterable[tupl
     paths are skipped so callers can pass optional inputs as they are.
     """
     pairs = inputs.items() if isinstance(inputs, Mapping) else inputs
-    ins = [(label, resolved(p)) for label, p in pairs if p not in (None, "")]
+    # An input that is not there cannot be lost (a hub id, say), and must not be mistaken for a path.
+    ins = [(label, resolved(p)) for label, p in pairs if p not in (None, "") and os.path.lexists(p)]
     outs = [o for o in outputs if o.path not in (None, "")]
     real_outs = [(o, resolved(o.path)) for o in outs]
     for out, real in real_outs:
@@ -99,7 +100,7 @@ def check_outputs(inputs: Mapping[str, str | os.PathLike | None] | Iterable[tupl
 def _check_existing(out: Output, real: Path, overwrite: bool) -> None:
     try:
         st = os.stat(real)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _check_parent(out, real)
         return
     except OSError as err:

@@ -118,7 +118,8 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
     check_outputs([("checkpoint", checkpoint), ("run config", config), ("run manifest", manifest_path(work_dir)),
                    ("training log", work_dir / TRAIN_LOG),
                    ("base model", base if base and Path(base).exists() else None),
-                   *[("checkpoint", p) for p in sorted(work_dir.glob("iter_*.pth"))]],
+                   *[("checkpoint", p) for pattern in ("iter_*.pth", "epoch_*.pth")
+                     for p in sorted(work_dir.glob(pattern))]],
                   [Output(out_dir, "-o", kind=kind)], overwrite=overwrite)
     env = launch_env(extra={**(manifest.get("env") or {}), DROP_QUANTIZATION_ENV: "1"})
     with atomic_dir(out_dir, kind, overwrite) as tmp:

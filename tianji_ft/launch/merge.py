@@ -218,10 +218,23 @@ def _copy_range(src: Entry, out) -> None:
     with open(src.file, "rb") as fh:
         offset, left = src.start, src.end - src.start
         while left:
-            n = os.copy_file_range(fh.fileno(), out.fileno(), min(left, 1 << 30), offset)
+            try:
+                n = os.copy_file_range(fh.fileno(), out.fileno(), min(left, 1 << 30), offset)
+            except OSError as err:
+                # Another file system (EXDEV on many kernels) or no kernel support: copy through memory.
+                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                n = _copy_through_memory(fh, out, offset, min(left, 1 << 24))
             if n == 0:
                 raise UserError(f"{src.file}: ends early (truncated download?); fetch the file again")
             offset, left = offset + n, left - n
+
+
+def _copy_through_memory(fh, out, offset: int, size: int) -> int:
+    block = os.pread(fh.fileno(), size, offset)
+    out.write(block)
+    out.flush()
+    return len(block)
 
 
 def write_shards(out_dir: Path, plan: list[ShardPlan], produce) -> None:
