@@ -64,7 +64,7 @@ def run(args) -> int:
 
         from tianji_ft.launch.detach import start_detached
 
-        work_dir = launcher.check_work_dir(launcher.plan(req), req.overwrite)
+        work_dir = launcher.claim_work_dir(launcher.plan(req), req.overwrite)
         pid = start_detached(req, Path(work_dir))
         print(f"[tianji-ft] training in the background (pid {pid}); follow: tianji-ft logs {work_dir} -f")
         return 0

@@ -101,7 +101,7 @@ def check_training_data(ds_cfg) -> DataCheck:
     for where, record in itertools.islice(source_records(ds_cfg), int(limit) if limit is not None else None):
         result.records += 1
         problems = record_check(record, map_fn, templated)
-        if map_fn is not None and already_converted and (problems or record_problems(record)):
+        if already_converted and record_problems(record):
             already_converted = False
         if problems:
             result.bad_records += 1

@@ -174,9 +174,9 @@ class Pipeline:
             if name not in STAGES:
                 raise UserError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
         from tianji_ft.core.lock import WorkDirLock
-        from tianji_ft.launch.train import check_work_dir
+        from tianji_ft.launch.train import claim_work_dir
 
-        check_work_dir(self.plan)
+        claim_work_dir(self.plan)
         with WorkDirLock(self.work_dir, "pipeline", warn=lambda msg: print(msg, file=self.out, flush=True)):
             return self._run_stages()
 

@@ -208,8 +208,10 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     return {"work_dir": work_dir, "cmd": cmd, "env": env, "manifest": manifest, "notes": notes}
 
 
-def check_work_dir(p: dict, overwrite: bool = False) -> Path:
-    """The output-safety rule for a work dir: never an input, never a stranger's folder unasked."""
+def claim_work_dir(p: dict, overwrite: bool = False) -> Path:
+    """The output-safety rule for a work dir (never an input, never a stranger's folder unasked);
+    then the folder is made and marked as ours, so what the run writes first (a pid file, a
+    pipeline's state) does not make a stranger of it."""
     work_dir: Path = p["work_dir"]
     manifest = p["manifest"]
     ours_before_markers = (work_dir / MANIFEST_NAME).is_file()  # a work dir of ours from before the marker
@@ -219,6 +221,8 @@ def check_work_dir(p: dict, overwrite: bool = False) -> Path:
     inputs += [("data file", d["path"]) for d in manifest["data"]]
     check_outputs(inputs, [Output(work_dir, "--work-dir", kind=WORK_DIR_KIND)],
                   overwrite=overwrite or ours_before_markers)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    mark(work_dir, WORK_DIR_KIND)
     return work_dir
 
 
@@ -231,7 +235,7 @@ def train(req: TrainRequest, runner: run.Runner | None = None, out=sys.stdout) -
     A failure raises :class:`StepFailed` naming the 'train' step.
     """
     p = plan(req)
-    work_dir = check_work_dir(p, req.overwrite)
+    work_dir = claim_work_dir(p, req.overwrite)
     lock = WorkDirLock(work_dir, "training run", warn=lambda msg: print(msg, file=out, flush=True))
     if req.node_rank == 0:
         lock.acquire()
@@ -242,7 +246,6 @@ def train(req: TrainRequest, runner: run.Runner | None = None, out=sys.stdout) -
 
 
 def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> int:
-    mark(work_dir, WORK_DIR_KIND)
     for note in p["notes"]:
         print(f"[tianji-ft] {note}", file=out, flush=True)
     manifest = dict(p["manifest"], packages=package_versions(), started=now_iso(), ended=None, state="running",
