@@ -69,6 +69,58 @@ def test_spec_errors_are_one_line(spec_dir, change, message):
     assert message in str(err.value)
 
 
+FF = {"path": "firefly.jsonl", "kind": "firefly"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ([FF], "a mix spec is a JSON object with a 'sources' list, not a JSON array"),
+    ("混合", "not a JSON string"),
+    ({"output": "m.jsonl"}, "missing 'sources'"),
+    ({"sources": {"firefly": FF}}, "'sources' must be a list of sources, not a JSON object"),
+    ({"sources": "firefly.jsonl"}, "'sources' must be a list of sources, not a JSON string"),
+    ({"sources": [FF], "output": 3}, "'output' must be a file name (text), not a JSON number"),
+    ({"sources": [FF], "seed": "42"}, "'seed' must be a whole number"),
+    ({"sources": [FF], "seed": 1.5}, "'seed' must be a whole number"),
+    ({"sources": ["firefly.jsonl"]}, "sources[0]: must be an object with 'path' and 'kind', not a JSON string"),
+    ({"sources": [{**FF, "cap": "100"}]}, "sources[0]: 'cap' must be a whole number >= 0, got \"100\""),
+    ({"sources": [{**FF, "cap": True}]}, "sources[0]: 'cap' must be a whole number >= 0"),
+    ({"sources": [{**FF, "ratio": "0.5"}]}, "sources[0]: 'ratio' must be a number from 0 to 1, got \"0.5\""),
+    ({"sources": [{**FF, "ratio": False}]}, "sources[0]: 'ratio' must be a number from 0 to 1"),
+    ({"sources": [{**FF, "ratio": None, "cap": [1]}]}, "sources[0]: 'cap' must be a whole number"),
+    ({"sources": [FF, {"path": "moss.jsonl", "kind": ["moss"]}]}, "sources[1]: 'kind' must be a converter name"),
+    ({"sources": [{"path": 7, "kind": "firefly"}]}, "sources[0]: 'path' must be a file or folder name"),
+    ({"sources": [{"path": [], "kind": "firefly"}]}, "sources[0]: 'path' must be a file or folder name"),
+    ({"sources": [{**FF, "options": ["system"]}]}, "sources[0]: 'options' must be an object"),
+    ({"sources": [{**FF, "name": {"zh": "萤火虫"}}]}, "sources[0]: 'name' must be text"),
+    ({"sources": [{**FF, "encoding": "utf-9"}]}, "sources[0]: 'encoding': unknown text encoding 'utf-9'"),
+    ({"sources": [{**FF, "sheet": 1}]}, "sources[0]: 'sheet' must be a sheet name"),
+    ({"sources": [{**FF, "kind": "nope"}]}, "sources[0]: unknown converter 'nope'"),
+])
+def test_a_spec_of_the_wrong_shape_names_the_file_and_the_key(spec_dir, capsys, spec, message):
+    if isinstance(spec, dict) and isinstance(spec.get("sources"), list):
+        spec = {"output": "mix.jsonl", **spec}
+    path = write_spec(spec_dir, spec)
+    with pytest.raises(UserError) as err:
+        mix(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+    from tianji_ft.cli import main
+
+    assert main(["data", "mix", str(path)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and message in stderr and "Traceback" not in stderr
+    assert not (spec_dir / "mix.jsonl").exists() and not (spec_dir / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [(b"\xff\xfe{", "not UTF-8 text"), (b"[" * 100000, "nested too deeply"),
+                                               (b'{"sources": [', "malformed JSON")])
+def test_an_unreadable_spec_is_one_line(tmp_path, content, message):
+    path = tmp_path / "spec.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        mix(path)
+
+
 def test_the_shipped_llama3_spec_is_valid():
     path = DATA_DIR / "mix" / "llama3_chinese.json"
     spec = load_spec(path)

@@ -36,7 +36,7 @@ def test_inputs_are_never_modified_and_cannot_be_overwritten(fixtures_dir, tmp_p
     before = src.read_bytes()
     convert_files("firefly", [src], tmp_path / "out.jsonl")
     assert src.read_bytes() == before
-    with pytest.raises(UserError, match="would overwrite an input"):
+    with pytest.raises(UserError, match="is the input"):
         convert_files("conversation", [tmp_path / "out.jsonl"], tmp_path / "out.jsonl")
 
 

@@ -50,9 +50,24 @@ def test_merge_can_be_rerun_into_the_same_folder(fixtures_dir, tmp_path):
     (particle_after_punct, "身体健康。哦！", "身体健康哦！"),
     (particle_after_punct, "天天开心！呀", "天天开心呀！"),
     (particle_after_punct, "天天开心呀！", "天天开心呀！"),
+    (particle_after_punct, "生日快乐！啦", "生日快乐啦！"),
+    (particle_after_punct, "生日快乐！啦🎉", "生日快乐啦！🎉"),  # an emoji after the particle: cleaned alike
+    (particle_after_punct, "新年快乐！啦~🧧🎆", "新年快乐啦~🧧🎆"),
+    (particle_after_punct, "中秋快乐。哦 ❤️", "中秋快乐哦。 ❤️"),
+    (particle_after_punct, "加油！呀👍🏻", "加油呀！👍🏻"),
+    (particle_after_punct, "生日快乐啦！🎉", "生日快乐啦！🎉"),
 ])
 def test_rewrite_rules(rule, before, after):
     assert rule(before, {"input": "祝姐姐生日"}) == after
+
+
+def test_a_trailing_emoji_does_not_keep_the_particle_from_being_moved():
+    with_emoji = clean_record(one_turn("祝姐姐生日", "姐，生日快乐！愿你天天开心！啦🎉"))
+    without = clean_record(one_turn("祝姐姐生日", "姐，生日快乐！愿你天天开心！啦"))
+    assert with_emoji["conversation"][0]["output"] == without["conversation"][0]["output"] + "🎉"
+    assert without["conversation"][0]["output"] == "姐，生日快乐！愿你天天开心啦！"
+    again = clean_record(with_emoji)  # a second run changes nothing
+    assert again == with_emoji
 
 
 def test_peer_pronoun_only_for_peers():

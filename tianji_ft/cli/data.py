@@ -1,5 +1,11 @@
 """``tianji-ft data``: convert datasets to XTuner's conversation format, and check,
-count, split, mix, dedupe and clean converted files."""
+count, split, mix, dedupe and clean converted files.
+
+Every command that writes checks its outputs (``-o``, the rejects file,
+``--report``, ``--plot``) against its inputs and each other before it reads
+or writes anything (exit 2 on a refusal); convert, clean, dedupe and mix exit
+3 when they keep no record ("no record kept"), writing the rejects file and
+the report but no empty output."""
 
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ def register(subparsers) -> None:
     p = _sub(sub, "stats", "Records, turns, length percentiles, empty fields and duplicates of a converted file.", _stats)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--tokenizer", metavar="PATH", help="also count tokens with this tokenizer (path or hub id)")
-    p.add_argument("--plot", metavar="OUT.png", help="write a length histogram")
+    p.add_argument("--plot", metavar="OUT.png", help="write a length histogram (.png, .svg, .pdf, .jpg or .jpeg)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--encoding", default="utf-8")
 
@@ -153,8 +159,15 @@ def _validate(args) -> int:
 
 
 def _stats(args) -> int:
-    from tianji_ft.data.stats import dataset_stats, format_stats, plot_lengths
+    import os
 
+    from tianji_ft.core.outputs import Output, check_outputs
+    from tianji_ft.data.stats import check_plot_path, dataset_stats, format_stats, plot_lengths
+
+    if args.plot:  # checked before the file is read: a long count must not end in a refusal
+        tokenizer = args.tokenizer if args.tokenizer and os.path.exists(args.tokenizer) else None
+        check_outputs([("input", args.file), ("tokenizer", tokenizer)], [Output(args.plot, "--plot")])
+        check_plot_path(args.plot)
     stats = dataset_stats(args.file, tokenizer=args.tokenizer, encoding=args.encoding)
     print(json.dumps(stats.summary, ensure_ascii=False, indent=2) if args.json else format_stats(stats.summary))
     if args.plot:

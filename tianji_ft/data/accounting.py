@@ -3,20 +3,37 @@
 ``Tally`` keeps the counts (``read == written + rejected``), ``RejectSink``
 writes the rejected records to ``OUT.rejects.jsonl`` with their source file,
 index and reason, and ``write_report`` writes the ``--report`` JSON.
+
+Rules every writing command shares:
+
+- :func:`outputs_of` lists what a command writes (OUT, its rejects file,
+  ``--report``) for :func:`tianji_ft.core.outputs.check_outputs`, called once
+  before anything is read or written;
+- a record holding a lone surrogate (a ``\\ud800`` escape without its pair:
+  not Unicode) is rejected with the reason ``lone surrogate`` before any
+  converter sees it (:func:`screened`);
+- a run that keeps no record writes no output file and raises
+  :class:`NoRecordKept` (exit code 3) after writing the rejects file and the
+  report, so the user sees why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections import Counter
+from collections import Counter, deque
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
-from tianji_ft.data.jsonfast import dumps_line
-from tianji_ft.data.schema import Gather
+from tianji_ft.data.jsonfast import dumps_line, encodes
+from tianji_ft.data.schema import Gather, lone_surrogate, show, surrogate_problem
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
+from tianji_ft.core.outputs import Output
+
+EXIT_NO_RECORD = 3  # the run kept no record: nothing to train on
+SURROGATE_REASON = "lone surrogate"
 
 
 class Rejected:
@@ -101,6 +118,8 @@ class RejectSink:
         self.count = 0
         self._ctx = None
         self._fh = None
+        self._file = None
+        self._finished = False
 
     def add(self, source: Any, index: int, reason: str, record: Any = None, detail: str = "", **extra) -> None:
         self.count += 1
@@ -108,7 +127,8 @@ class RejectSink:
             return
         if self._fh is None:
             self._ctx = atomic_open(self.path, "wb")
-            self._fh = Gather(self._ctx.__enter__())  # a few large writes, not one per reject
+            self._file = self._ctx.__enter__()
+            self._fh = Gather(self._file)  # a few large writes, not one per reject
         entry = {"source": str(source), "index": index, "reason": reason}
         if detail:
             entry["detail"] = detail
@@ -119,10 +139,21 @@ class RejectSink:
     def __enter__(self) -> "RejectSink":
         return self
 
+    def finish(self) -> None:
+        """Write everything out to the temporary file and sync it; the rename waits for the exit."""
+        if self._ctx is not None and not self._finished:
+            self._fh.__exit__(None, None, None)
+            self._finished = True
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
     def __exit__(self, *exc) -> bool:
         if self._ctx is not None:
             try:
-                self._fh.__exit__(*exc)
+                if exc[0] is None:
+                    self.finish()
+                elif not self._finished:
+                    self._fh.__exit__(*exc)
             except BaseException as err:  # the file is not replaced
                 self._ctx.__exit__(type(err), err, err.__traceback__)
                 raise
@@ -138,9 +169,76 @@ def write_report(path: str | Path | None, tally: Tally) -> None:
         write_json(path, tally.as_dict())
 
 
-def refuse_overwrite(inputs, *outputs) -> None:
-    """Stop before an output would replace one of the inputs."""
-    resolved = {Path(p).resolve() for p in inputs}
-    for out in outputs:
-        if out is not None and Path(out).resolve() in resolved:
-            raise UserError(f"{out}: would overwrite an input file; choose another output path")
+def outputs_of(out: str | Path, report: str | Path | None = None) -> list[Output]:
+    """What a converting command writes: OUT, its rejects file, and ``--report``."""
+    return [Output(out, "-o"), Output(rejects_path(out), "rejects file"), Output(report, "--report")]
+
+
+class NoRecordKept(UserError):
+    """Every record was rejected (or there were none): there is nothing to train on.
+
+    Raised after the rejects file and the report are written; no output file
+    is (an earlier one at that path is removed, so it cannot pass for this
+    run's). ``tally`` holds the counts.
+    """
+
+    def __init__(self, out: str | Path, tally: Tally, rejects: str | Path | None = None):
+        why = f"; the reasons are in {rejects}" if rejects is not None and Path(rejects).exists() else ""
+        super().__init__(f"{out}: no record kept ({tally.line()}){why}; no output file was written", EXIT_NO_RECORD)
+        self.tally = tally
+
+
+def surrogate_reject(row: Any) -> Rejected | None:
+    """A :class:`Rejected` for a row holding a lone surrogate; None for one that is all Unicode."""
+    found = lone_surrogate(row)
+    return Rejected(SURROGATE_REASON, surrogate_problem(*found)) if found else None
+
+
+def screened(batches: Iterable[list], transform: Callable[[Iterator], Iterator]) -> Iterator:
+    """``transform`` over the rows of ``batches`` (lists of rows), one result
+    per row in order; a row holding a lone surrogate never reaches it and
+    gets a ``Rejected("lone surrogate")`` in its place.
+
+    One check covers a whole batch in the usual case (orjson serialises it:
+    no surrogate in it), so the rows still stream through at full speed.
+    """
+    runs: deque = deque()  # per stretch of rows read: how many went to the transform, or a Rejected
+
+    def passed() -> Iterator:
+        for rows in batches:
+            if encodes(rows):
+                runs.append(len(rows))
+                yield from rows
+                continue
+            for row in rows:
+                verdict = surrogate_reject(row)
+                if verdict is None:
+                    runs.append(1)
+                    yield row
+                else:
+                    runs.append(verdict)
+
+    results = iter(transform(passed()))
+    while True:
+        if not runs:  # take a result: the transform reads at least the row it answers
+            try:
+                first = next(results)
+            except StopIteration:  # rows rejected after the transform's last one
+                while runs and runs[0].__class__ is not int:
+                    yield runs.popleft()
+                return
+            while runs and runs[0].__class__ is not int:  # rows rejected before that one
+                yield runs.popleft()
+            if not runs:
+                raise AssertionError("the transform yielded more results than it read rows")
+            yield first
+            if runs[0] == 1:
+                runs.popleft()
+            else:
+                runs[0] -= 1
+            continue
+        head = runs.popleft()
+        if head.__class__ is int:
+            yield from islice(results, head)  # a transform that stops short is caught by the caller's count
+        else:
+            yield head

@@ -9,6 +9,18 @@ a record ``{"conversation": [{"system"?, "input", "output"}, ...]}`` or a
         print(result)
 
 or through ``tianji-ft data convert KIND SRC... -o OUT``.
+
+Text fields take text: a JSON string, or a number or boolean (written as its
+text, as a spreadsheet cell would be: ``3`` -> ``"3"``); ``null`` is empty.
+A JSON array or object where text is expected (a nested value) rejects the
+record with the reason ``nested value in 'FIELD'``, in every converter: it
+is never turned into training text (a Python or JSON dump of a structure
+teaches the model to answer with one). The only lists read as text are the
+ones a format defines: OpenAI content parts ``[{"type": "text", "text":
+...}]`` and MSAgent's ``conversations`` string.
+
+A record holding a lone surrogate (``"\\ud800"``, not valid Unicode) never
+reaches a converter: the pipeline rejects it (reason ``lone surrogate``).
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from typing import Any, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject, Rejected
 from tianji_ft.data.registry import converter, rowwise
-from tianji_ft.data.schema import record_problems
+from tianji_ft.data.schema import record_problems, show
 from tianji_ft.data.sources import as_text
 
 DOCTOR_PROMPT = (
@@ -38,11 +50,33 @@ def require_object(row: Any) -> dict:
     return row
 
 
+def nested_reject(name: str, value: Any, where: str = "") -> Reject:
+    """The one rejection of a JSON array or object found where text is expected."""
+    kind = "object" if isinstance(value, dict) else "array"
+    return Reject(f"nested value in '{show(name)}'", f"{where}'{show(name)}' is a JSON {kind}, not text")
+
+
+def text_of(value: Any, name: str, where: str = "") -> str:
+    """``value`` as text (see the module docstring); a nested value rejects the row, naming ``name``."""
+    if isinstance(value, (dict, list)):
+        raise nested_reject(name, value, where)
+    return as_text(value)
+
+
+def check_turn_texts(turns: Iterable) -> None:
+    """Reject turns whose system/input/output hold a nested value (before the schema check words it less plainly)."""
+    for i, turn in enumerate(turns):
+        if isinstance(turn, dict):
+            for key in ("system", "input", "output"):
+                if isinstance(turn.get(key), (dict, list)):
+                    raise nested_reject(key, turn[key], f"turn {i}: ")
+
+
 def field(row: dict, key: str) -> str:
-    """``row[key]`` as text; a missing key rejects the row."""
+    """``row[key]`` as text; a missing key or a nested value rejects the row."""
     if key not in row:
-        raise Reject(f"missing field '{key}'", f"fields present: {', '.join(row) or 'none'}")
-    return as_text(row[key])
+        raise Reject(f"missing field '{show(key)}'", f"fields present: {', '.join(map(show, row)) or 'none'}")
+    return text_of(row[key], key)
 
 
 def make_turn(inp: str, out: str, system: str | None = None) -> dict:
@@ -134,7 +168,11 @@ def medqa(rows: Iterable, *, system: str | None = DOCTOR_PROMPT, question_col: s
                 continue
         question, answer = row[question_col], row[answer_col]
         if question.__class__ is not str or answer.__class__ is not str:
-            question, answer = as_text(question), as_text(answer)
+            try:
+                question, answer = text_of(question, question_col), text_of(answer, answer_col)
+            except Reject as err:
+                yield Rejected(err.reason, err.detail)
+                continue
         # Only short or space-padded answers can be placeholders: long ones are not copied to strip them.
         trimmed = answer.strip() if len(answer) <= longest or answer[:1].isspace() or answer[-1:].isspace() else answer
         if not question or question.isspace():
@@ -208,17 +246,18 @@ def alpaca(rows: Iterable, *, system: str | None = None) -> Iterator:
 
     def one(row):
         row = require_object(row)
-        instruction, extra = field(row, "instruction"), as_text(row.get("input"))
+        instruction, extra = field(row, "instruction"), text_of(row.get("input"), "input")
         question = "\n".join(part for part in (instruction, extra) if part.strip())
-        sys_text = _system(as_text(row.get("system"))) or default_system
+        sys_text = _system(text_of(row.get("system"), "system")) or default_system
         turns = []
         history = row.get("history") or []
         if not isinstance(history, list):
             raise Reject("malformed history", "'history' is not a list of [question, answer] pairs")
-        for pair in history:
+        for i, pair in enumerate(history):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise Reject("malformed history", "a history entry is not a [question, answer] pair")
-            turns.append(make_turn(as_text(pair[0]), as_text(pair[1]), None if turns else sys_text))
+            turns.append(make_turn(text_of(pair[0], "history", f"entry {i}: "), text_of(pair[1], "history", f"entry {i}: "),
+                                   None if turns else sys_text))
         turns.append(make_turn(question, field(row, "output"), None if turns else sys_text))
         return {"conversation": turns}
 
@@ -268,10 +307,8 @@ def sharegpt(rows: Iterable, *, system: str | None = None, notes: Counter | None
 
     def one(row):
         messages = require_object(row).get("conversations")
-        if isinstance(row.get("system"), str) and row["system"].strip():
-            sys_text = row["system"]
-        else:
-            sys_text = system
+        own = text_of(row.get("system"), "system")
+        sys_text = own if own.strip() else system
         return {"conversation": pair_messages(_messages(messages, "from", "value", _SHAREGPT_ROLES), sys_text, notes)}
 
     return rowwise(rows, one)
@@ -302,21 +339,24 @@ def _messages(messages: Any, role_key: str, text_key: str, roles: dict) -> Itera
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise Reject("malformed message", f"message {i} is not an object")
-        role = roles.get(str(msg.get(role_key, "")).lower())
+        role = msg.get(role_key, "")
+        role = roles.get(role.lower()) if isinstance(role, str) else None
         if role is None:
-            raise Reject("unsupported role", f"message {i}: role {msg.get(role_key)!r}")
-        yield role, _content_text(msg.get(text_key), i)
+            raise Reject("unsupported role", f"message {i}: role {show(repr(msg.get(role_key)))}")
+        yield role, _content_text(msg.get(text_key), i, text_key)
 
 
-def _content_text(content: Any, i: int) -> str:
+def _content_text(content: Any, i: int, key: str) -> str:
     if isinstance(content, list):  # OpenAI content parts
+        if not all(isinstance(part, dict) and "type" in part for part in content):  # not parts: a nested value
+            raise nested_reject(key, content, f"message {i}: ")
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
+            if part.get("type") != "text":
                 raise Reject("non-text content", f"message {i} has a non-text part")
-            texts.append(as_text(part.get("text")))
+            texts.append(text_of(part.get("text"), key, f"message {i}: a part's 'text' in "))
         return "".join(texts)
-    return as_text(content)
+    return text_of(content, key, f"message {i}: ")
 
 
 @converter("generic", fields=lambda o: tuple(c for c in (o["input_col"], o["output_col"], o["system_col"]) if c),
@@ -348,6 +388,8 @@ def conversation(rows: Iterable) -> Iterator:
     """
 
     def one(row):
+        if isinstance(row, dict) and isinstance(row.get("conversation"), list):
+            check_turn_texts(row["conversation"])
         problems = record_problems(row)
         if problems:
             raise Reject("invalid record", "; ".join(problems))

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from tianji_ft.data.accounting import Rejected, Tally
 from tianji_ft.data.jsonfast import dumps
 from tianji_ft.data.pipeline import process
-from tianji_ft.data.schema import iter_records
+from tianji_ft.data.schema import check_encoding, iter_records
 
 _STRIP_TABLE: dict | None = None
 
@@ -77,7 +77,13 @@ def dedupe_records(rows: Iterable, *, normalised: bool = True) -> Iterator:
 
 def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, encoding: str = "utf-8",
                 report: str | Path | None = None) -> Tally:
-    """Write the first copy of every record of ``path`` to ``out``."""
+    """Write the first copy of every record of ``path`` to ``out``.
+
+    Like every converting command: outputs are checked against the input
+    first, records with a lone surrogate are rejected, and a run that keeps
+    nothing raises :class:`~tianji_ft.data.accounting.NoRecordKept`.
+    """
+    check_encoding(encoding)
     return process([Path(path)], lambda rows: dedupe_records(rows, normalised=normalised), out,
                    reader=lambda p: iter_records(p, encoding), report=report)
 

@@ -8,6 +8,7 @@ the same either way: UTF-8, Chinese kept readable, no spaces.
 from __future__ import annotations
 
 import json
+import re
 from itertools import repeat
 
 try:  # optional speed-up; every caller works without it
@@ -16,6 +17,26 @@ except ImportError:  # pragma: no cover - exercised where orjson is absent
     orjson = None
 
 JSONDecodeError = json.JSONDecodeError
+
+# orjson reads an integer past 64 bits as a float, silently (-9223372036854775809
+# becomes -9.223372036854776e+18). A number that long has 19 digits in a row
+# somewhere, so text without such a run parses exactly; text with one (a bank
+# card number in a string will do) goes to the stdlib, which is exact.
+_DIGITS_TO_NUL = bytes.maketrans(b"0123456789", b"\0" * 10)
+_RUN = b"\0" * 19
+_LONG_RUN_TEXT = re.compile(r"[0-9]{19}")
+
+
+def may_lose_digits(data) -> bool:
+    """Whether ``data`` (JSON bytes or text) holds 19 or more digits in a row."""
+    if isinstance(data, str):
+        return _LONG_RUN_TEXT.search(data) is not None
+    return bytes(data).translate(_DIGITS_TO_NUL).find(_RUN) != -1
+
+
+def block_may_lose_digits(lines: list) -> bool:
+    """:func:`may_lose_digits` for a block of JSONL lines (bytes), in one pass over them."""
+    return b"".join(lines).translate(_DIGITS_TO_NUL).find(_RUN) != -1
 
 
 def _std_dumps(obj) -> bytes:
@@ -36,9 +57,13 @@ def std_loads(data):
 
 
 if orjson is not None:
-    fast_loads = orjson.loads  # raises on anything unusual; callers fall back to loads
+    # Raises on anything unusual; callers fall back to loads. Exact unless
+    # block_may_lose_digits says otherwise: callers check a block first.
+    fast_loads = orjson.loads
 
     def loads(data):
+        if may_lose_digits(data):
+            return json.loads(data)
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -76,3 +101,18 @@ else:  # pragma: no cover
 
     def dumps_lines(objs: list) -> bytes:
         return b"".join(map(dumps_line, objs))
+
+
+if orjson is not None:
+    def encodes(obj, _dumps=orjson.dumps) -> bool:
+        """True when orjson serialises ``obj`` as it is: then it holds no lone
+        surrogate (nor a big integer or a non-text key). A cheap first check
+        (a fraction of a microsecond a record); False means "look closer"."""
+        try:
+            _dumps(obj)
+            return True
+        except TypeError:
+            return False
+else:  # pragma: no cover
+    def encodes(obj) -> bool:
+        return False

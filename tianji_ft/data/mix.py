@@ -29,47 +29,87 @@ import random
 from array import array
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from tianji_ft.data.accounting import RejectSink, Rejected, Tally, refuse_overwrite, rejects_path, write_report
+from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
+                                       write_report)
 from tianji_ft.data.pipeline import check_fields
 from tianji_ft.data.registry import get_converter
-from tianji_ft.data.schema import RecordWriter, check_output_path
+from tianji_ft.data.schema import RecordWriter, check_encoding, check_output_path, show
 from tianji_ft.data.sources import expand_sources, read_rows
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.outputs import check_outputs
 
 _SPEC_KEYS = {"output", "seed", "sources"}
 _SOURCE_KEYS = {"name", "path", "kind", "cap", "ratio", "options", "encoding", "sheet"}
+_EXAMPLE = "see data/mix/llama3_chinese.json"
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), (str, "string"), (int, "number"), (float, "number"),
+                       (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _keys(keys) -> str:
+    return ", ".join(sorted(show(k) for k in keys))
 
 
 class Source:
     def __init__(self, spec_path: Path, i: int, entry: dict):
         where = f"{spec_path}: sources[{i}]"
         if not isinstance(entry, dict):
-            raise UserError(f"{where}: must be an object with path and kind")
+            raise UserError(f"{where}: must be an object with 'path' and 'kind', not a JSON {_json_type(entry)}")
         unknown = set(entry) - _SOURCE_KEYS
         if unknown:
-            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_SOURCE_KEYS))}")
+            raise UserError(f"{where}: unknown key(s) {_keys(unknown)}; allowed: {_keys(_SOURCE_KEYS)}")
         for key in ("path", "kind"):
             if key not in entry:
                 raise UserError(f"{where}: missing '{key}'")
         paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        if not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+            raise UserError(f"{where}: 'path' must be a file or folder name, or a non-empty list of them, "
+                            f"not {show(json.dumps(entry['path'], ensure_ascii=False))}")
         self.paths = [spec_path.parent / p for p in paths]
-        self.converter = get_converter(entry["kind"])
-        self.options = dict(entry.get("options") or {})
+        if not isinstance(entry["kind"], str):
+            raise UserError(f"{where}: 'kind' must be a converter name (text), not a JSON {_json_type(entry['kind'])}")
+        try:
+            self.converter = get_converter(entry["kind"])
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+        options = entry.get("options")
+        if options is not None and not isinstance(options, dict):
+            raise UserError(f"{where}: 'options' must be an object of converter options, "
+                            f"not a JSON {_json_type(options)}")
+        self.options = dict(options or {})
         bad = set(self.options) - set(self.converter.defaults())
         if bad:
-            raise UserError(f"{where}: option(s) {', '.join(sorted(bad))} do not apply to '{entry['kind']}'")
-        self.name = str(entry.get("name") or Path(str(paths[0])).stem)
+            raise UserError(f"{where}: option(s) {_keys(bad)} do not apply to '{entry['kind']}'")
+        name = entry.get("name")
+        if name is not None and not isinstance(name, str):
+            raise UserError(f"{where}: 'name' must be text, not a JSON {_json_type(name)}")
+        self.name = show(name or Path(paths[0]).stem)
         self.cap, self.ratio = entry.get("cap"), entry.get("ratio")
         if self.cap is not None and self.ratio is not None:
             raise UserError(f"{where}: give 'cap' or 'ratio', not both")
         if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool) or self.cap < 0):
-            raise UserError(f"{where}: 'cap' must be a whole number >= 0, got {self.cap!r}")
-        if self.ratio is not None and (not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio <= 1):
-            raise UserError(f"{where}: 'ratio' must be a number from 0 to 1, got {self.ratio!r}")
+            raise UserError(f"{where}: 'cap' must be a whole number >= 0, got {show(json.dumps(self.cap))}")
+        if self.ratio is not None and (not isinstance(self.ratio, (int, float)) or isinstance(self.ratio, bool)
+                                       or not 0 <= self.ratio <= 1):
+            raise UserError(f"{where}: 'ratio' must be a number from 0 to 1, got {show(json.dumps(self.ratio))}")
         self.encoding = entry.get("encoding", "utf-8")
+        if not isinstance(self.encoding, str):
+            raise UserError(f"{where}: 'encoding' must be text such as \"gb18030\", "
+                            f"not a JSON {_json_type(self.encoding)}")
+        try:
+            check_encoding(self.encoding)
+        except UserError as err:
+            raise UserError(f"{where}: 'encoding': {err}") from None
         self.sheet = entry.get("sheet")
+        if self.sheet is not None and not isinstance(self.sheet, str):
+            raise UserError(f"{where}: 'sheet' must be a sheet name (text), not a JSON {_json_type(self.sheet)}")
         self.files: list[Path] = []
         self.good = 0
 
@@ -87,9 +127,9 @@ class Source:
                     if index == 0:
                         check_fields(path, row, fields, self.converter.hint)
                     origins.append((index, row))
-                    yield row
+                    yield [row]
 
-            for result in self.converter.func(rows(), **options):
+            for result in screened(rows(), lambda rows: self.converter.func(rows, **options)):
                 index, row = origins.popleft()
                 yield path, index, row, result
 
@@ -102,24 +142,52 @@ class Source:
 
 
 def load_spec(path: str | Path) -> dict:
+    """The spec at ``path``, checked for shape: every mistake is one line naming the file and the key."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give the mix spec file (.json)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the mix spec as UTF-8 JSON") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list) or not spec["sources"]:
-        raise UserError(f"{path}: a mix spec is an object with a non-empty 'sources' list (see data/mix/llama3_chinese.json)")
+    except RecursionError:
+        raise UserError(f"{path}: malformed JSON: nested too deeply for a mix spec") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: a mix spec is a JSON object with a 'sources' list, not a JSON {_json_type(spec)} "
+                        f"({_EXAMPLE})")
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        raise UserError(f"{path}: unknown key(s) {_keys(unknown)}; allowed: {_keys(_SPEC_KEYS)}")
+    if "sources" not in spec:
+        raise UserError(f"{path}: missing 'sources', the list of datasets to mix ({_EXAMPLE})")
+    if not isinstance(spec["sources"], list):
+        raise UserError(f"{path}: 'sources' must be a list of sources, not a JSON {_json_type(spec['sources'])} "
+                        f"({_EXAMPLE})")
+    if not spec["sources"]:
+        raise UserError(f"{path}: 'sources' is empty; a mix spec is an object with a non-empty 'sources' list "
+                        f"({_EXAMPLE})")
+    output = spec.get("output")
+    if output is not None and not isinstance(output, str):
+        raise UserError(f"{path}: 'output' must be a file name (text), not a JSON {_json_type(output)}")
+    seed = spec.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise UserError(f"{path}: 'seed' must be a whole number, not {show(json.dumps(seed))}")
     return spec
 
 
 def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | None = None,
         report: str | Path | None = None) -> tuple[Tally, Path]:
-    """Build the mixed dataset described by ``spec_path``; return the tally and output path."""
+    """Build the mixed dataset described by ``spec_path``; return the tally and output path.
+
+    Outputs (OUT, its rejects file, ``report``) that are, hold or lie inside
+    the spec, a source file or each other are refused before anything is
+    written; a mix that keeps no record raises
+    :class:`~tianji_ft.data.accounting.NoRecordKept` (exit code 3).
+    """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     if output is None and not spec.get("output"):
@@ -130,9 +198,11 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise UserError(f"{spec_path}: source names must differ; give each a 'name'")
+    skip = [p for p in (out, rejects_path(out), report) if p is not None]
     for s in sources:
-        s.files = expand_sources(s.paths, exclude=[out, rejects_path(out)])
-    refuse_overwrite([f for s in sources for f in s.files], out, rejects_path(out))
+        s.files = expand_sources(s.paths, exclude=skip)
+    check_outputs([("mix spec", spec_path)] + [("input", f) for s in sources for f in s.files],
+                  outputs_of(out, report))
     tally = Tally()
     with RejectSink(rejects_path(out)) as sink:
         for s in sources:  # pass 1: convert and count
@@ -159,9 +229,15 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
         with RecordWriter(out) as writer:  # pass 2: write the chosen ones, interleaved
             for i in order:
                 writer.write(next(streams[i]))
-    tally.written = writer.count
-    tally.check()
+            tally.written = writer.count
+            tally.check()
+            if not tally.written:
+                writer.discard()
+            writer.finish()  # both files written out before either is renamed into place
+            sink.finish()
     write_report(report, tally)
+    if not tally.written:
+        raise NoRecordKept(out, tally, rejects_path(out))
     return tally, out
 
 

@@ -36,6 +36,7 @@ from collections import Counter
 from typing import Any, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject
+from tianji_ft.data.converters import nested_reject
 from tianji_ft.data.registry import converter, rowwise
 from tianji_ft.data.schema import record_problems
 
@@ -68,7 +69,7 @@ def parse_conversations(value: Any) -> list:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 value = ast.literal_eval(value)
             except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -76,6 +77,8 @@ def parse_conversations(value: Any) -> list:
     if not isinstance(value, list):
         raise Reject("malformed conversations", "'conversations' is not a list")
     for i, msg in enumerate(value):
+        if isinstance(msg, dict) and isinstance(msg.get("value"), (dict, list)):
+            raise nested_reject("value", msg["value"], f"message {i}: ")
         if not isinstance(msg, dict) or not isinstance(msg.get("value"), str):
             raise Reject("malformed conversations", f"message {i} lacks a text 'value'")
         if msg.get("from") not in _ROLES:
@@ -106,10 +109,10 @@ def api_objects(text: str) -> list[dict]:
     while (start := text.find("{", pos)) != -1:
         try:
             obj, length = decoder.raw_decode(text[start:])
-        except ValueError:
+        except (ValueError, RecursionError):
             pos = start + 1
             continue
-        if isinstance(obj, dict) and "name" in obj and "description" in obj:
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and "description" in obj:
             found.append(obj)
             pos = start + length
         else:
@@ -132,7 +135,7 @@ def tool_prompt(system_value: str) -> str:
 def _block_json(text: str, what: str) -> dict:
     try:
         return json.loads(text.replace("```JSON", "").replace("```", "").replace("\n", ""))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Reject(f"malformed {what} block", text[:120]) from None
 
 

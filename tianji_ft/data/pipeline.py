@@ -1,23 +1,28 @@
 """Run a one-result-per-record transform over files, accounting for every record.
 
 ``process`` is the shared engine of ``convert``, ``clean`` and ``dedupe``:
-it streams rows from the sources, feeds them to the transform, writes kept
+it checks the outputs against the inputs (one refusal, before anything is
+read or written), streams rows from the sources, feeds them to the
+transform (rows holding a lone surrogate are rejected first), writes kept
 records to OUT and rejected ones (with source file, index and reason) to
-``OUT.rejects.jsonl``, both atomically, and never touches the inputs.
+``OUT.rejects.jsonl``, both atomically, and never touches the inputs. A run
+that keeps no record writes no OUT and raises ``NoRecordKept`` (exit 3).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from tianji_ft.data.accounting import RejectSink, Rejected, Tally, refuse_overwrite, rejects_path, write_report
+from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
+                                       write_report)
 from tianji_ft.data.registry import get_converter
-from tianji_ft.data.schema import RecordWriter, check_output_path, iter_records
+from tianji_ft.data.schema import RecordWriter, check_encoding, check_output_path, iter_records, show
 from tianji_ft.data.sources import batched, expand_sources, read_batches
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.outputs import check_outputs
 
 _CHUNK = 64  # results taken from the transform at a time: few enough to stay in the CPU cache
 
@@ -32,7 +37,7 @@ def check_fields(source: Path, row: Any, fields: Iterable[str], hint: str = "") 
         return
     missing = [f for f in fields if f not in row]
     if missing:
-        present = ", ".join(map(str, row)) or "none"
+        present = ", ".join(map(show, row)) or "none"
         raise UserError(f"{source}: missing column(s) {', '.join(missing)}; columns present: {present}"
                         + (f"; {hint}" if hint else ""))
 
@@ -44,10 +49,11 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
 
     ``reader`` gives a file's ``(index, row)`` pairs; ``batch_reader``, if
     given, its ``(index of the first row, rows)`` batches instead (faster).
+    Raises :class:`NoRecordKept` when no record is written.
     """
     out = check_output_path(out)
     rejects = rejects_path(out)
-    refuse_overwrite(sources, out, rejects)
+    check_outputs([("input", source) for source in sources], outputs_of(out, report))
     tally = tally if tally is not None else Tally()
     fields = tuple(fields)
     # Batches read but not wholly answered, as [source, first index, rows, rows answered]:
@@ -88,7 +94,7 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
             if batch[3] == len(batch[2]):
                 origins.popleft()
 
-    results = transform(chain.from_iterable(batches()))
+    results = screened(batches(), transform)
     with RecordWriter(out) as writer, RejectSink(rejects) as sink:
         while chunk := list(islice(results, _CHUNK)):
             kinds = list(map(type, chunk))
@@ -107,10 +113,16 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
             answered(len(chunk))
         if origins:
             raise AssertionError("the transform yielded fewer results than it read rows")
-    tally.read = read
-    tally.written = writer.count
-    tally.check()
+        tally.read = read
+        tally.written = writer.count
+        tally.check()
+        if not tally.written:
+            writer.discard()
+        writer.finish()  # both files written out before either is renamed into place
+        sink.finish()
     write_report(report, tally)
+    if not tally.written:
+        raise NoRecordKept(out, tally, rejects)
     return tally
 
 
@@ -130,7 +142,10 @@ def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, 
     """Convert ``sources`` (files or folders) with converter ``kind`` into ``out``.
 
     ``options`` are the converter's keyword options (e.g. ``{"system": "..."}``).
-    Returns the :class:`Tally`; ``report`` also writes it as JSON.
+    Returns the :class:`Tally`; ``report`` also writes it as JSON. Refuses
+    (:class:`UserError`, before anything is written) outputs that are, hold
+    or lie inside an input or each other; raises :class:`NoRecordKept`
+    (exit code 3) when every record is rejected.
     """
     conv = get_converter(kind)
     options = dict(options or {})
@@ -138,8 +153,9 @@ def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, 
     if unknown:
         allowed = ", ".join(conv.defaults()) or "none"
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to '{kind}' (its options: {allowed})")
+    check_encoding(encoding)
     out = check_output_path(out)
-    files = expand_sources(sources, exclude=[out, rejects_path(out)])
+    files = expand_sources(sources, exclude=[p for p in (out, rejects_path(out), report) if p is not None])
     tally = Tally()
     if conv.takes_notes():
         options["notes"] = tally.notes

@@ -19,19 +19,27 @@ turn are not.
 
 Readers stream: JSONL a block of lines at a time, JSON arrays element by
 element (the array is never held whole), so memory stays flat however large
-the file.
+the file. Files in an encoding that is not ASCII-compatible (UTF-16, UTF-32)
+are decoded as text line by line instead of split on ``b"\\n"`` bytes.
+
+Text must be Unicode: a string holding a lone surrogate (a ``\\ud800``
+escape without its pair, which JSON parsers accept but no UTF-8 file or
+tokenizer can hold) makes the record invalid (:func:`lone_surrogate`).
+NUL and U+10FFFF are ordinary characters.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterator, List, TypedDict
 
-from tianji_ft.data.jsonfast import dumps, dumps_line, dumps_lines, fast_loads, loads, std_loads
+from tianji_ft.data.jsonfast import (block_may_lose_digits, dumps, dumps_line, dumps_lines, encodes, fast_loads, loads,
+                                     std_loads)
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open
 
@@ -51,22 +59,24 @@ class Record(TypedDict):
 
 def record_problems(record: Any) -> list[str]:
     """What is wrong with ``record`` as a conversation record (empty list: nothing)."""
+    surrogate = lone_surrogate(record)
+    problems = [surrogate_problem(*surrogate)] if surrogate else []
     if not isinstance(record, dict):
-        return [f"record is a JSON {_json_type(record)}, not an object"]
+        return problems + [f"record is a JSON {_json_type(record)}, not an object"]
     conv = record.get("conversation")
     if conv is None:
-        keys = ", ".join(record) or "none"
-        return [f"missing 'conversation' (keys present: {keys}); convert it first with 'tianji-ft data convert'"]
+        keys = ", ".join(map(show, record)) or "none"
+        return problems + [f"missing 'conversation' (keys present: {keys}); convert it first with 'tianji-ft data convert'"]
     if not isinstance(conv, list) or not conv:
-        return ["'conversation' must be a non-empty list of turns"]
-    problems = []
+        return problems + ["'conversation' must be a non-empty list of turns"]
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict):
             problems.append(f"turn {i}: a JSON {_json_type(turn)}, not an object")
             continue
         unknown = [k for k in turn if k not in TURN_KEYS]
         if unknown:
-            problems.append(f"turn {i}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: system, input, output")
+            problems.append(f"turn {i}: unknown key(s) {', '.join(repr(show(k)) for k in unknown)}; "
+                            "allowed: system, input, output")
         for key in ("system", "input", "output"):
             if key in turn and not isinstance(turn[key], str):
                 problems.append(f"turn {i}: '{key}' is a JSON {_json_type(turn[key])}, not text")
@@ -82,6 +92,54 @@ def record_problems(record: Any) -> list[str]:
     return problems
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Characters that would break a one-line message: controls, line and paragraph
+# separators, and lone surrogates (which cannot even be printed).
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def show(text: Any) -> str:
+    """``text`` safe inside a one-line message: control characters, line
+    separators and lone surrogates written as escapes (Chinese stays readable)."""
+    text = text if isinstance(text, str) else str(text)
+    return _UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """Where a parsed JSON value holds a lone surrogate, and which one:
+    ``("conversation[0].input", "\\ud800")``; None when it holds none.
+
+    JSON text may spell one (``"\\ud800"``) and Python's parser accepts it,
+    but it is not a character: it cannot be written as UTF-8, and tokenizers
+    refuse it. Looking costs a fraction of a microsecond for the usual record.
+    """
+    if encodes(value):
+        return None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return where or "the record", f"\\u{ord(found.group()):04x}"
+        elif isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and (found := _SURROGATE.search(key)):
+                    return f"{where + ' ' if where else ''}key '{show(key)}'", f"\\u{ord(found.group()):04x}"
+            for key, sub in reversed(list(item.items())):
+                name = show(key)
+                stack.append((sub, f"{where}.{name}" if where else name))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in reversed(list(enumerate(item))))
+    return None
+
+
+def surrogate_problem(where: str, char: str) -> str:
+    """The one wording of a lone surrogate, for a problem line or a reject's detail."""
+    return (f"{where}: text with a lone surrogate ({char}, half of a UTF-16 pair), which is not valid Unicode; "
+            "fix or remove it at the source")
+
+
 def _json_type(value: Any) -> str:
     for kind, name in ((bool, "boolean"), (str, "string"), (int, "number"), (float, "number"),
                        (list, "array"), (dict, "object")):
@@ -91,6 +149,42 @@ def _json_type(value: Any) -> str:
 
 
 # ----------------------------------------------------------------- reading
+
+def check_encoding(encoding: str) -> str:
+    """The codec name of ``encoding``, or a one-line :class:`UserError` when
+    Python knows no such text encoding (a typo, or ``hex``/``rot13``)."""
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise UserError(f"unknown text encoding '{show(encoding)}' (--encoding); give one such as utf-8, gb18030, "
+                        "big5, utf-16 or utf-32")
+    return info.name
+
+
+_ASCII_SAMPLE = '\n\r\t {}[]",:-+.0123456789abcdefnrtulsEABCDF\\/'
+
+
+@functools.lru_cache(maxsize=64)
+def ascii_compatible(encoding: str) -> bool:
+    """Whether ``encoding`` writes newlines and JSON's punctuation as their
+    ASCII bytes (UTF-8, GB18030, Big5, ...), so a JSONL file can be split on
+    ``b"\n"`` before decoding; False for UTF-16 and UTF-32."""
+    name = check_encoding(encoding)
+    if name == "utf-8-sig":
+        return True  # the byte readers drop the BOM themselves
+    try:
+        return _ASCII_SAMPLE.encode(name) == _ASCII_SAMPLE.encode("ascii")
+    except (UnicodeError, LookupError):
+        return False
+
+
+def _byte_encoding(encoding: str) -> str:
+    """The encoding a byte reader decodes lines with (``utf-8`` for ``utf-8-sig``)."""
+    name = check_encoding(encoding)
+    return "utf-8" if name == "utf-8-sig" else name
+
 
 def iter_json_values(path: str | Path, encoding: str = "utf-8", *, need_records: bool = False
                      ) -> Iterator[tuple[int, Any]]:
@@ -104,11 +198,11 @@ def iter_json_values(path: str | Path, encoding: str = "utf-8", *, need_records:
     ``need_records``, also for a file without any record.
     """
     path = Path(path)
-    first = _first_byte(path)
+    first = _first_char(path, encoding)
     if first is None:
         raise UserError(f"{path}: the file is empty; expected JSON or JSONL records")
     # The generator is returned, not wrapped: this is the hot loop of every command.
-    if first != b"[" and path.suffix.lower() == ".jsonl":
+    if first != "[" and path.suffix.lower() == ".jsonl":
         return _iter_jsonl(path, encoding, need_records)
     return _iter_json_text(path, encoding, need_records)
 
@@ -122,20 +216,42 @@ def _no_records(path: Path) -> UserError:
     return UserError(f"{path}: no records (an empty JSON array)")
 
 
-def _first_byte(path: Path) -> bytes | None:
+_JSON_SPACE = " \t\r\n"
+
+
+def _first_char(path: Path, encoding: str = "utf-8") -> str | None:
+    """The first character of ``path`` that is not whitespace or a BOM; None for an empty file."""
+    text = not ascii_compatible(encoding)
     try:
         with open(path, "rb") as fh:
+            if text:
+                return _first_text_char(path, fh, encoding)
             head = fh.read(4096)
             while head:
                 stripped = head.lstrip(codecs.BOM_UTF8).lstrip()
                 if stripped:
-                    return stripped[:1]
+                    return stripped[:1].decode("latin-1")
                 head = fh.read(4096)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder; give a file") from None
     return None
+
+
+def _first_text_char(path: Path, fh, encoding: str) -> str | None:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    while True:
+        block = fh.read(4096)
+        try:
+            chunk = decoder.decode(block, final=not block)
+        except UnicodeError:
+            raise encoding_error(path, encoding) from None
+        stripped = chunk.lstrip(_JSON_SPACE + "\ufeff")
+        if stripped:
+            return stripped[0]
+        if not block:
+            return None
 
 
 _BLANK = object()
@@ -154,10 +270,27 @@ def line_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
             lines = fh.readlines(_BLOCK) or [b""]  # the lines are found with memchr, in C
 
 
-def parse_lines(path: Path, lineno: int, lines: list[bytes], encoding: str = "utf-8", fast=fast_loads
+def text_line_blocks(path: str | Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """:func:`line_blocks` for encodings that are not ASCII-compatible
+    (UTF-16, UTF-32): the file is decoded first, lines are text."""
+    path = Path(path)
+    try:
+        # newline="\n": lines end at "\n" only, as in the byte reader, and keep it.
+        with open(path, encoding=encoding, newline="\n") as fh:
+            lineno, lines = 1, [fh.readline()]
+            while lines[0]:
+                yield lineno, lines
+                lineno += len(lines)
+                lines = fh.readlines(_BLOCK) or [""]
+    except UnicodeError:
+        raise encoding_error(path, encoding) from None
+
+
+def parse_lines(path: Path, lineno: int, lines: list, encoding: str = "utf-8", fast=fast_loads
                 ) -> tuple[list, UserError | None]:
-    """The values of JSONL ``lines`` (blank lines skipped), and the error at
-    the first malformed one (the values are those before it)."""
+    """The values of JSONL ``lines`` (bytes, or text from :func:`text_line_blocks`;
+    blank lines skipped), and the error at the first malformed one (the values
+    are those before it)."""
     values: list = []
     start = 0
     while start < len(lines):
@@ -180,14 +313,22 @@ def parse_lines(path: Path, lineno: int, lines: list[bytes], encoding: str = "ut
 def jsonl_batches(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, list]]:
     """``(index of the first record, records)`` of a JSONL file, a block at a time."""
     path = Path(path)
-    if codecs.lookup(encoding).name == "utf-8":
-        fast = fast_loads
+    if not ascii_compatible(encoding):
+        blocks, fast = text_line_blocks(path, encoding), loads
     else:
-        def fast(raw: bytes) -> Any:
-            return loads(raw.decode(encoding))
+        encoding = _byte_encoding(encoding)
+        blocks = line_blocks(path)
+        if encoding == "utf-8":
+            fast = fast_loads
+        else:
+            def fast(raw: bytes, _encoding=encoding) -> Any:
+                return loads(raw.decode(_encoding))
     index = 0
-    for lineno, lines in line_blocks(path):
-        values, err = parse_lines(path, lineno, lines, encoding, fast)
+    for lineno, lines in blocks:
+        exact = fast
+        if fast is fast_loads and block_may_lose_digits(lines):
+            exact = loads  # a long number somewhere in the block: the lines that hold one go to the stdlib
+        values, err = parse_lines(path, lineno, lines, encoding, exact)
         if values:
             yield index, values
             index += len(values)
@@ -204,13 +345,28 @@ def _iter_jsonl(path: Path, encoding: str, need_records: bool = False) -> Iterat
         raise _no_records(path)
 
 
-def is_jsonl(path: str | Path) -> bool:
+def is_jsonl(path: str | Path, encoding: str = "utf-8") -> bool:
     """True for a ``.jsonl`` file that really holds one value a line (not an array)."""
     path = Path(path)
-    return path.suffix.lower() == ".jsonl" and _first_byte(path) not in (b"[", None)
+    return path.suffix.lower() == ".jsonl" and _first_char(path, encoding) not in ("[", None)
 
 
-def _careful_line(path: Path, lineno: int, raw: bytes, encoding: str) -> Any:
+def _nesting_error(path: Path, lineno: int | None = None) -> UserError:
+    where = f"{path}:{lineno}" if lineno else str(path)
+    return UserError(f"{where}: malformed JSON: nested too deeply for a record")
+
+
+def _careful_line(path: Path, lineno: int, raw, encoding: str) -> Any:
+    if isinstance(raw, str):  # a line of a UTF-16/UTF-32 file, decoded already
+        text = raw[1:] if lineno == 1 and raw.startswith("\ufeff") else raw
+        if not text.strip(_JSON_SPACE + "\x0b\x0c"):
+            return _BLANK
+        try:
+            return loads(text)
+        except ValueError as err:
+            raise _text_error(path, lineno, text, err) from None
+        except RecursionError:
+            raise _nesting_error(path, lineno) from None
     if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
         raw = raw[3:]
     if not raw or raw.isspace():
@@ -219,6 +375,8 @@ def _careful_line(path: Path, lineno: int, raw: bytes, encoding: str) -> Any:
         return loads(raw.decode(encoding))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike
         raise _line_error(path, lineno, raw, encoding, err) from None
+    except RecursionError:
+        raise _nesting_error(path, lineno) from None
 
 
 def _line_error(path: Path, lineno: int, raw: bytes, encoding: str, err: Exception) -> UserError:
@@ -226,11 +384,17 @@ def _line_error(path: Path, lineno: int, raw: bytes, encoding: str, err: Excepti
         text = raw.decode(encoding)
     except UnicodeDecodeError as bad:
         return encoding_error(path, encoding, line=lineno, byte=raw[bad.start])
+    return _text_error(path, lineno, text, err)
+
+
+def _text_error(path: Path, lineno: int, text: str, err: Exception) -> UserError:
     try:
         std_loads(text)
     except json.JSONDecodeError as exact:
         return UserError(f"{path}:{lineno}:{exact.colno}: malformed JSON: {exact.msg}")
-    return UserError(f"{path}:{lineno}: malformed JSON: {err}")
+    except RecursionError:
+        return _nesting_error(path, lineno)
+    return UserError(f"{path}:{lineno}: malformed JSON: {show(err)}")
 
 
 def encoding_error(path: Path, encoding: str, line: int | None = None, byte: int | None = None) -> UserError:
@@ -239,13 +403,19 @@ def encoding_error(path: Path, encoding: str, line: int | None = None, byte: int
         line, byte = _find_undecodable(path, encoding)
     where = f"{path}:{line}" if line else str(path)
     got = f" (byte 0x{byte:02x})" if byte is not None else ""
+    name = check_encoding(encoding)
+    if name in ("utf-16", "utf-32"):
+        return UserError(f"{where}: not valid {encoding} text; a file without a byte-order mark needs "
+                         f"--encoding {name}-le or {name}-be, or re-save it as UTF-8")
     return UserError(
         f"{where}: not valid {encoding} text{got}; re-save it as UTF-8, or pass --encoding "
-        "with the file's encoding (e.g. --encoding gb18030 for Chinese Windows files)"
+        "with the file's encoding (e.g. --encoding gb18030 for Chinese Windows files, utf-16 for Windows 'Unicode')"
     )
 
 
 def _find_undecodable(path: Path, encoding: str) -> tuple[int | None, int | None]:
+    if not ascii_compatible(encoding):
+        return _find_undecodable_text(path, encoding), None
     decoder = codecs.getincrementaldecoder(encoding)()
     line = 1
     with open(path, "rb") as fh:
@@ -253,9 +423,35 @@ def _find_undecodable(path: Path, encoding: str) -> tuple[int | None, int | None
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as err:
-                return line + block.count(b"\n", 0, err.start), block[err.start]
+                start = max(err.start - (len(err.object) - len(block)), 0)  # the decoder may hold bytes back
+                return line + block.count(b"\n", 0, start), block[min(start, len(block) - 1)]
             line += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeError:
+            return line, None
     return None, None
+
+
+def _find_undecodable_text(path: Path, encoding: str) -> int | None:
+    """The line of the first undecodable character, counting decoded newlines."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 16):
+            state = decoder.getstate()
+            try:
+                line += decoder.decode(block).count("\n")
+                continue
+            except UnicodeError:
+                decoder.setstate(state)
+            for i in range(len(block)):  # again, a byte at a time, to find the line
+                try:
+                    line += decoder.decode(block[i:i + 1]).count("\n")
+                except UnicodeError:
+                    return line
+        return line
+    return None
 
 
 _NON_WS = re.compile(r"[^ \t\r\n]")
@@ -270,6 +466,7 @@ class _Scanner:
         self.base_line, self.base_col = 1, 0  # where buf[0] sits in the file
         self.chunk = 1 << 16
         self.decoder = json.JSONDecoder()
+        self.started = False
 
     def _fill(self) -> bool:
         if self.eof:
@@ -278,6 +475,9 @@ class _Scanner:
         if not data:
             self.eof = True
             return False
+        if not self.started:  # a BOM the codec kept (utf-16-le, utf-32-be, ...) is not JSON
+            self.started = True
+            data = data[1:] if data.startswith("\ufeff") else data
         if self.pos > (1 << 20) or self.pos * 2 > len(self.buf):
             lines = self.buf.count("\n", 0, self.pos)
             if lines:
@@ -310,6 +510,8 @@ class _Scanner:
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except RecursionError:
+                raise self.error(self.pos, "nested too deeply for a record") from None
             except json.JSONDecodeError as err:
                 # A value cut by the chunk boundary fails near the buffer's end
                 # (or as an unterminated string): read on and retry.
@@ -325,14 +527,14 @@ class _Scanner:
 
 
 def _iter_json_text(path: Path, encoding: str, need_records: bool = False) -> Iterator[tuple[int, Any]]:
-    enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    enc = "utf-8-sig" if _byte_encoding(encoding) == "utf-8" else encoding
     empty = True
     try:
         with open(path, encoding=enc, newline="") as fh:
             for item in _scan(_Scanner(fh, path)):
                 empty = False
                 yield item
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise encoding_error(path, encoding) from None
     if need_records and empty:
         raise _no_records(path)
@@ -463,6 +665,8 @@ class RecordWriter:
     record a line), atomically: the file appears complete or not at all.
 
     Use as a context manager; an exception inside leaves ``path`` untouched.
+    :meth:`finish` writes everything out (so a full disk shows before any
+    file of a set is renamed into place); :meth:`discard` drops the output.
     """
 
     _BATCH = 256  # lines joined at a time: a write call per line costs more than the JSON
@@ -472,8 +676,11 @@ class RecordWriter:
         self.array = self.path.suffix.lower() == ".json"
         self._ctx = atomic_open(self.path, "wb")
         self._out = None
+        self._fh = None
         self._pending: list[bytes] = []
         self._flushed = 0
+        self._finished = False
+        self._discarded = False
 
     @property
     def count(self) -> int:
@@ -481,7 +688,8 @@ class RecordWriter:
         return self._flushed + len(self._pending)
 
     def __enter__(self) -> "RecordWriter":
-        self._out = Gather(self._ctx.__enter__())
+        self._fh = self._ctx.__enter__()
+        self._out = Gather(self._fh)
         if self.array:
             self._out.write(b"[")
         else:
@@ -519,19 +727,45 @@ class RecordWriter:
         self._out.write((b",\n" if self._flushed else b"\n") + dumps(record))
         self._flushed += 1
 
+    def finish(self) -> None:
+        """Write all records out to the temporary file and sync it; the rename waits for the exit."""
+        if self._finished:
+            return
+        self._flush()
+        if self.array:
+            self._out.write(b"\n]\n" if self.count else b"]\n")
+        self._out.__exit__(None, None, None)
+        self._finished = True
+        if not self._discarded:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def discard(self) -> None:
+        """Write nothing: at the exit the temporary file goes, and so does an
+        earlier ``path`` (so no stale output outlives a run that kept nothing)."""
+        self._discarded = True
+
     def __exit__(self, *exc) -> bool:
         if exc[0] is None:
             try:
-                self._flush()
-                if self.array:
-                    self._out.write(b"\n]\n" if self.count else b"]\n")
-                self._out.__exit__(None, None, None)
+                self.finish()
             except BaseException as err:  # e.g. a full disk: the file is not replaced
                 self._ctx.__exit__(type(err), err, err.__traceback__)
                 raise
-        else:
+            if self._discarded:
+                self._ctx.__exit__(_Discarded, _Discarded(), None)  # removes the temporary file
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                return False
+        elif not self._finished:
             self._out.__exit__(*exc)
         return bool(self._ctx.__exit__(*exc))
+
+
+class _Discarded(Exception):
+    """Thrown into an atomic write to drop it."""
 
 
 def write_records(path: str | Path, records) -> int:

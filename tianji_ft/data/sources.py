@@ -18,7 +18,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tianji_ft.data.schema import encoding_error, is_jsonl, iter_records, jsonl_batches
+from tianji_ft.data.schema import check_encoding, encoding_error, is_jsonl, iter_records, jsonl_batches
 from tianji_ft.core.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm", ".xls")
@@ -26,7 +26,11 @@ INPUT_SUFFIXES = (".jsonl", ".json") + TABLE_SUFFIXES
 
 
 def as_text(value: Any) -> str:
-    """Any cell or JSON value as text (None -> '', 3.0 -> '3')."""
+    """Any cell or JSON value as text (None -> '', 3.0 -> '3').
+
+    Converters do not pass it JSON arrays or objects: a nested value where
+    text is expected rejects the record instead (see
+    :func:`tianji_ft.data.converters.text_of`)."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -80,12 +84,13 @@ def read_batches(path: str | Path, encoding: str = "utf-8", sheet: str | None = 
     time; the first row comes alone (callers check its fields)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    check_encoding(encoding)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, encoding, "\t" if suffix == ".tsv" else ",")
     if suffix in (".xlsx", ".xlsm", ".xls"):
         return _read_sheet(path, sheet)
     if suffix in (".json", ".jsonl"):
-        if is_jsonl(path):
+        if is_jsonl(path, encoding):
             return jsonl_batches(path, encoding)
         return batched(iter_records(path, encoding))
     raise UserError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .csv or .xlsx")
@@ -168,11 +173,11 @@ def _table_row(header: list[str], cells: list) -> dict | None:
 
 def _read_csv(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, list[dict]]]:
     csv.field_size_limit(1 << 30)  # long answers exceed the 128 KiB default
-    enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    enc = "utf-8-sig" if check_encoding(encoding) == "utf-8" else encoding
     try:
         with open(path, encoding=enc, newline="") as fh:
             yield from _table_batches(path, csv.reader(fh, delimiter=delimiter))
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise encoding_error(path, encoding) from None
     except csv.Error as err:
         raise UserError(f"{path}: malformed CSV: {err}") from None

@@ -18,11 +18,13 @@ from collections import deque
 from itertools import compress
 from pathlib import Path
 
-from tianji_ft.data.accounting import Tally, refuse_overwrite, write_report
+from tianji_ft.data.accounting import Tally, write_report
 from tianji_ft.data.jsonfast import fast_loads
-from tianji_ft.data.schema import Gather, RecordWriter, is_jsonl, iter_records, line_blocks, parse_lines
+from tianji_ft.data.schema import (Gather, RecordWriter, check_encoding, is_jsonl, iter_records, line_blocks,
+                                   parse_lines)
 from tianji_ft.core.fsio import atomic_open
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.outputs import Output, check_outputs
 
 
 def _check_ratio(test_ratio: float) -> None:
@@ -46,14 +48,19 @@ def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3
                encoding: str = "utf-8", report: str | Path | None = None) -> tuple[Tally, Path, Path]:
     """Split ``path`` into ``out_dir/train.<ext>`` and ``out_dir/test.<ext>``.
 
-    ``<ext>`` is the input's (.jsonl or .json). Returns the tally and both paths.
+    ``<ext>`` is the input's (.jsonl or .json); the outputs are UTF-8 whatever
+    the input's ``encoding``. The outputs are the two files (``out_dir`` may
+    hold the input): one that is, holds or lies inside the input or the other
+    output is refused before anything is written. Returns the tally and both paths.
     """
     path = Path(path)
     ext = path.suffix.lower() if path.suffix.lower() in (".json", ".jsonl") else ".jsonl"
     out_dir = Path(out_dir)
     train_path, test_path = out_dir / f"train{ext}", out_dir / f"test{ext}"
-    refuse_overwrite([path], train_path, test_path)
-    if is_jsonl(path) and encoding.lower().replace("-", "").replace("_", "") == "utf8":
+    codec = check_encoding(encoding)
+    check_outputs([("input", path)], [Output(train_path, "train file (-o)"), Output(test_path, "test file (-o)"),
+                                      Output(report, "--report")])
+    if codec in ("utf-8", "utf-8-sig") and is_jsonl(path, encoding):
         written = _split_lines(path, train_path, test_path, test_ratio, seed)
         n = written
     else:
@@ -62,6 +69,8 @@ def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3
         with RecordWriter(train_path) as train, RecordWriter(test_path) as test:
             for index, record in iter_records(path, encoding):
                 (test if flags[index] else train).write(record)
+            train.finish()  # both written out before either is renamed into place
+            test.finish()
         written = train.count + test.count
     tally = Tally()
     tally.read, tally.written = n, written

@@ -3,7 +3,11 @@
 Lengths are per record, all turns' system + input + output together, in
 characters (and in tokens when a tokenizer is given: transformers is
 imported only then). ``plot_lengths`` draws a histogram with matplotlib's
-Agg backend (imported only then).
+Agg backend (imported only then), as one of :data:`PLOT_SUFFIXES`.
+
+Records with problems (:func:`~tianji_ft.data.schema.record_problems`, a
+lone surrogate included) are counted as ``invalid_records``; their lengths
+still count.
 """
 
 from __future__ import annotations
@@ -15,10 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from tianji_ft.data.dedupe import exact_key
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.schema import _SURROGATE, check_encoding, iter_records, record_problems, show
 from tianji_ft.core.errors import UserError
 
 PERCENTILES = (50, 90, 95, 99)
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """``path`` when its suffix names an image type the plot can be written as; else a one-line error."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        got = f"'{show(path.suffix)}'" if path.suffix else "no suffix"
+        raise UserError(f"--plot {path}: unsupported image type ({got}); end the name in "
+                        + ", ".join(PLOT_SUFFIXES[:-1]) + f" or {PLOT_SUFFIXES[-1]}")
+    return path
 
 
 def percentiles(values, points=PERCENTILES) -> dict:
@@ -52,6 +67,7 @@ class DatasetStats:
 def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str = "utf-8",
                   batch: int = 512) -> DatasetStats:
     """Counts and length distributions of one converted file."""
+    check_encoding(encoding)
     chars = array("l")
     tokens = array("l")
     turns_per_record = array("l")
@@ -77,7 +93,7 @@ def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str 
         text = _record_text(record)
         chars.append(len(text))
         if tok is not None:
-            pending.append(text)
+            pending.append(_SURROGATE.sub("\ufffd", text))  # tokenizers take Unicode only
             if len(pending) >= batch:
                 tokens.extend(_count_tokens(tok, pending))
                 pending.clear()
@@ -115,6 +131,7 @@ def _count_tokens(tok, texts: list[str]) -> list[int]:
 
 def plot_lengths(stats: DatasetStats, out: str | Path) -> Path:
     """Write a length histogram (characters, and tokens when counted) to ``out``."""
+    out = check_plot_path(out)
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit import
@@ -132,10 +149,11 @@ def plot_lengths(stats: DatasetStats, out: str | Path) -> Path:
         ax.set_ylabel("records")
         ax.set_title(f"{Path(summary['file']).name}: {name} (p50 {summary[name]['p50']}, p99 {summary[name]['p99']})")
     fig.tight_layout()
-    out = Path(out)
-    with atomic_open(out, "wb") as fh:
-        fig.savefig(fh, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
+    try:
+        with atomic_open(out, "wb") as fh:
+            fig.savefig(fh, format=out.suffix.lower().lstrip("."))
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.schema import check_encoding, iter_records, record_problems, show
 from tianji_ft.core.errors import UserError
 
 
@@ -13,16 +13,25 @@ def validate_file(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:
     """Yield ``file:record: message`` for each problem (``record`` counts from 0).
 
     A file that cannot be read at all (malformed JSON, wrong encoding, empty)
-    yields that one error, in the same one-line form.
+    yields that one error, in the same one-line form. Text with a lone
+    surrogate is a problem (the same rule that makes convert, dedupe and
+    clean reject the record). Every line is printable: control characters
+    and surrogates in the data are shown as escapes.
     """
     try:
         for index, record in iter_records(path, encoding):
             for problem in record_problems(record):
-                yield f"{path}:{index}: {problem}"
+                yield show(f"{path}:{index}: {problem}")
     except UserError as err:
-        yield str(err)
+        yield show(str(err))
 
 
 def validate_files(paths: Iterable[str | Path], encoding: str = "utf-8") -> Iterator[str]:
+    """:func:`validate_file` for each of ``paths``; an unknown ``encoding`` is a :class:`UserError` at once."""
+    check_encoding(encoding)
+    return _validate_all(paths, encoding)
+
+
+def _validate_all(paths: Iterable[str | Path], encoding: str) -> Iterator[str]:
     for path in paths:
         yield from validate_file(path, encoding)

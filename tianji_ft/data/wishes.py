@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject, Tally
+from tianji_ft.data.converters import check_turn_texts, text_of
 from tianji_ft.data.registry import converter, rowwise
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.schema import check_encoding, iter_records, record_problems
 from tianji_ft.data.sources import as_text
 from tianji_ft.core.errors import UserError
 
@@ -42,10 +43,10 @@ def wishes_merge(rows: Iterable, *, system: str | None = None, notes: Counter | 
         if not isinstance(row, dict):
             raise Reject("not an object")
         if "conversation" not in row and "instruction" in row:  # v0.2 layout
-            question = as_text(row["instruction"])
-            extra = as_text(row.get("input"))
+            question = text_of(row["instruction"], "instruction")
+            extra = text_of(row.get("input"), "input")
             row = {"conversation": [{"input": f"{question}\n{extra}" if extra.strip() else question,
-                                     "output": as_text(row.get("output"))}]}
+                                     "output": text_of(row.get("output"), "output")}]}
         turns = row.get("conversation")
         if not isinstance(turns, list):
             raise Reject("not a conversation record", f"keys: {', '.join(row)}")
@@ -62,6 +63,7 @@ def wishes_merge(rows: Iterable, *, system: str | None = None, notes: Counter | 
                 notes[f"record key '{key}' left out"] += 1
         if kept and system and not kept[0].get("system"):
             kept[0] = {"system": system, **kept[0]}
+        check_turn_texts(kept)
         problems = record_problems({"conversation": kept})
         if problems:
             raise Reject("invalid record", "; ".join(problems))
@@ -81,7 +83,12 @@ PEER_TERMS = ("姐姐", "妹妹", "哥哥", "弟弟", "堂兄", "堂弟", "堂�
 ELDER_TERMS = ("大妈", "大爷", "阿姨", "叔叔", "伯伯", "奶奶", "爷爷", "老师", "领导")
 PARTICLES = "啦哦呀呢吧嘛喔噢哟咯哇呐啊"
 _END_PUNCT = "。！？!?.~～…"
-_PARTICLE_AFTER_PUNCT = re.compile(f"([{_END_PUNCT}]+)([{PARTICLES}]+)([{_END_PUNCT}]*)$")
+# Emoji and pictographs that may close a wish after its particle (🎉, ❤️, 👍🏻, 🇨🇳, ✨, ☀️ ...), with the
+# joiners, variation selectors and keycaps that build them, and spaces between them.
+_EMOJI = ("\U0001F000-\U0001FAFF\u2190-\u21FF\u2300-\u23FF\u24C2\u25A0-\u27BF\u2900-\u297F\u2B00-\u2BFF"
+          "\u3030\u303D\u3297\u3299\u00A9\u00AE\u203C\u2049\u2122\u2139\u200D\u20E3\uFE0E\uFE0F"
+          "\U000E0020-\U000E007F")
+_PARTICLE_AFTER_PUNCT = re.compile(f"([{_END_PUNCT}]+)([{PARTICLES}]+)([{_END_PUNCT}]*)([{_EMOJI}\\s]*)$")
 _LEADING_PUNCT = re.compile(r"^[\s，。、；：！？,.;:!?~～·…—\-]+")
 _QUOTES = (('"', '"'), ("“", "”"), ("'", "'"), ("‘", "’"), ("「", "」"), ("『", "』"))
 
@@ -105,12 +112,15 @@ def leading_punct(text: str, turn: dict) -> str:
 
 
 def particle_after_punct(text: str, turn: dict) -> str:
-    """``快乐！啦~`` -> ``快乐啦~``; ``健康。哦！`` -> ``健康哦！``; ``开心！呀`` -> ``开心呀！``."""
+    """``快乐！啦~`` -> ``快乐啦~``; ``健康。哦！`` -> ``健康哦！``; ``开心！呀`` -> ``开心呀！``.
+
+    Emoji after the particle stay at the end: ``快乐！啦🎉`` -> ``快乐啦！🎉``.
+    """
     stripped = text.rstrip()
     m = _PARTICLE_AFTER_PUNCT.search(stripped)
     if not m:
         return text
-    return stripped[:m.start()] + m.group(2) + (m.group(3) or m.group(1))
+    return stripped[:m.start()] + m.group(2) + (m.group(3) or m.group(1)) + m.group(4)
 
 
 def peer_pronoun(text: str, turn: dict) -> str:
@@ -194,6 +204,7 @@ def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFA
 
     rules = check_rules(rules)
     check_rules(also_known)
+    check_encoding(encoding)
     tally = Tally()
     return process([Path(path)], lambda rows: clean_wishes(rows, rules=rules, min_length=min_length, notes=tally.notes),
                    out, reader=lambda p: iter_records(p, encoding), tally=tally, report=report)

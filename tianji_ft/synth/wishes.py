@@ -8,6 +8,11 @@ Output folder layout:
   .synth-run.json            the settings a resumed run must share (model, seed)
 The bookkeeping files are dot-files so that ``tianji-ft data convert wishes-merge DIR``,
 which reads every data file in a folder except hidden ones, sees only the dataset.
+
+The folder is checked before anything is sent: it must not be, hold or lie
+inside the data folder (``--data-dir``), and when it exists and is not empty
+it must be one this command made (it carries the ``synth`` output marker, so
+a rerun resumes) -- a folder with someone else's files is refused.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from pathlib import Path
 from tianji_ft.synth.chat_client import ChatClient, RequestFailed, RetryPolicy, Stopped, redact
 from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.progress import Progress
-from tianji_ft.synth.wishes_data import WishesData, load_wishes_data
+from tianji_ft.synth.wishes_data import WishesData, default_wishes_dir, load_wishes_data
 from tianji_ft.synth.wishes_plan import WishItem, WishPlan, plan_wishes
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
+from tianji_ft.core.outputs import MARKER, Output, check_outputs, mark, marker_kind
 
 EXIT_OK = 0
 EXIT_FAILED = 3  # some requests failed; their reasons are in FAILED_FILE
@@ -38,6 +44,9 @@ JOURNAL_FILE = ".synth-journal.jsonl"
 FAILED_FILE = ".synth-failed.jsonl"
 SUMMARY_FILE = ".synth-summary.json"
 RUN_FILE = ".synth-run.json"
+LOCK_FILE = ".synth.lock"
+OUTPUT_KIND = "synth"  # the output marker's kind: a folder with it may be resumed
+_OWN_FILES = {DATASET_FILE, JOURNAL_FILE, FAILED_FILE, SUMMARY_FILE, RUN_FILE, LOCK_FILE, MARKER}
 
 
 @dataclass
@@ -143,6 +152,28 @@ def _write_outputs(out: Path, plan: WishPlan, latest: dict[str, dict], entries_o
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
+def _adopt_unmarked_run(folder: Path) -> None:
+    """Mark a folder an earlier version of this command wrote (before folders
+    were marked), so it resumes: only when it holds nothing but our files."""
+    try:
+        names = {entry.name for entry in os.scandir(folder)}
+    except OSError:  # missing, or not a folder: check_outputs words it
+        return
+    if names and names <= _OWN_FILES and names & {RUN_FILE, JOURNAL_FILE} and marker_kind(folder) is None:
+        mark(folder, OUTPUT_KIND)
+
+
+def check_run_outputs(cfg: WishesRunConfig) -> Path:
+    """The one output check of a run (before anything is written); the folder, made and marked."""
+    outdir = Path(cfg.out_dir)
+    _adopt_unmarked_run(outdir)
+    check_outputs([("--data-dir", cfg.data_dir or default_wishes_dir())],
+                  [Output(outdir, "-o", kind=OUTPUT_KIND, folder=True)])
+    outdir.mkdir(parents=True, exist_ok=True)
+    mark(outdir, OUTPUT_KIND)
+    return outdir
+
+
 def run_wishes(cfg: WishesRunConfig, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     if not cfg.base_url or not cfg.model:
@@ -154,7 +185,7 @@ def run_wishes(cfg: WishesRunConfig, out=None, err=None) -> int:
     if cfg.concurrency < 1 or (cfg.max_requests is not None and cfg.max_requests < 0):
         raise UserError("--concurrency must be at least 1 and --max-requests at least 0")
     data, plan = build_plan(cfg)
-    outdir = Path(cfg.out_dir)
+    outdir = check_run_outputs(cfg)
     with DirLock(outdir):
         _check_run_file(outdir / RUN_FILE, cfg, key)
         journal = Journal(outdir / JOURNAL_FILE)
