@@ -87,6 +87,17 @@ def test_validate_stats_convert_dedupe_and_clean_share_one_rule(tmp_path, mixed)
     assert sha(mixed) == before
 
 
+def test_stats_counts_tokens_of_a_record_with_a_surrogate(tmp_path, mixed):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    stats = dataset_stats(mixed, tokenizer=str(tmp_path / "tok"))
+    assert list(stats.tokens) == [2, 2, 2] and stats.summary["invalid_records"] == 1
+
+
 @pytest.mark.parametrize("kind, row", [
     ("firefly", {"input": "上联：春\ud83d风", "target": "下联：秋水"}),
     ("alpaca", {"instruction": "翻译", "output": "好", "extra": ["\udc00"]}),
@@ -185,6 +196,10 @@ def test_a_utf16_file_read_as_utf8_and_a_broken_one_are_one_line(capsys, tmp_pat
     code, _, err = run(capsys, "convert", "conversation", broken, "-o", tmp_path / "o.jsonl", "--encoding", "utf-16")
     assert code == 2 and one_error_line(err) and "not valid utf-16 text" in err and ":8:" in err
     assert not (tmp_path / "o.jsonl").exists() and no_temp_files(tmp_path)
+    no_bom = _encoded(tmp_path, "nobom.jsonl", "utf-16-le")
+    (problem,) = validate_files([no_bom], "utf-16")
+    assert "without a byte-order mark needs --encoding utf-16-le or utf-16-be" in problem
+    assert list(validate_files([no_bom], "utf-16-le")) == []
 
 
 # ------------------------------------------------------------ no record kept
@@ -278,3 +293,19 @@ def test_a_read_only_folder_is_one_line(capsys, tmp_path, monkeypatch, mixed):
     code, _, err = run(capsys, "dedupe", mixed, "-o", tmp_path / "d.jsonl")
     assert code == 1 and one_error_line(err) and "read-only" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [mixed.name]
+
+
+# ------------------------------------------------------- numbers past 64 bits
+
+def test_integers_past_64_bits_are_read_exactly(tmp_path):
+    """orjson would read them as floats; the readers fall back to the exact parser."""
+    big = {"id": -9223372036854775809, "n": 18446744073709551616, "card": "6222021234567890123",
+           "conversation": [{"input": "卡号是多少？", "output": "6222021234567890123"}]}
+    src = tmp_path / "big.jsonl"
+    lines = [json.dumps({"conversation": [{"input": f"问{i}", "output": "答"}]}, ensure_ascii=False) for i in range(300)]
+    src.write_text("\n".join(lines[:150] + [json.dumps(big, ensure_ascii=False)] + lines[150:]) + "\n", encoding="utf-8")
+    records = [r for _, r in iter_records(src)]
+    assert records[150] == big and isinstance(records[150]["n"], int)
+    out = tmp_path / "d.jsonl"
+    dedupe_file(src, out)
+    assert '"id":-9223372036854775809,"n":18446744073709551616' in out.read_text(encoding="utf-8")

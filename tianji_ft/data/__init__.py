@@ -21,7 +21,7 @@ import importlib
 _EXPORTS = {
     "convert_files": "pipeline", "process": "pipeline",
     "get_converter": "registry", "all_converters": "registry", "converter": "registry",
-    "Rejected": "accounting", "Tally": "accounting",
+    "Rejected": "accounting", "Tally": "accounting", "NoRecordKept": "accounting",
     "record_problems": "schema", "iter_records": "schema", "write_records": "schema", "RecordWriter": "schema",
     "read_rows": "sources",
     "validate_files": "validate", "split_file": "split", "dedupe_file": "dedupe",

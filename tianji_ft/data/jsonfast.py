@@ -35,8 +35,9 @@ def may_lose_digits(data) -> bool:
 
 
 def block_may_lose_digits(lines: list) -> bool:
-    """:func:`may_lose_digits` for a block of JSONL lines (bytes), in one pass over them."""
-    return b"".join(lines).translate(_DIGITS_TO_NUL).find(_RUN) != -1
+    """:func:`may_lose_digits` for a block of JSONL lines (bytes), in one pass over them
+    (about a tenth of what parsing them costs); always False without orjson."""
+    return orjson is not None and b"".join(lines).translate(_DIGITS_TO_NUL).find(_RUN) != -1
 
 
 def _std_dumps(obj) -> bytes:

@@ -404,13 +404,22 @@ def encoding_error(path: Path, encoding: str, line: int | None = None, byte: int
     where = f"{path}:{line}" if line else str(path)
     got = f" (byte 0x{byte:02x})" if byte is not None else ""
     name = check_encoding(encoding)
-    if name in ("utf-16", "utf-32"):
+    if name in ("utf-16", "utf-32") and not _starts_with_bom(path):
         return UserError(f"{where}: not valid {encoding} text; a file without a byte-order mark needs "
                          f"--encoding {name}-le or {name}-be, or re-save it as UTF-8")
     return UserError(
         f"{where}: not valid {encoding} text{got}; re-save it as UTF-8, or pass --encoding "
         "with the file's encoding (e.g. --encoding gb18030 for Chinese Windows files, utf-16 for Windows 'Unicode')"
     )
+
+
+def _starts_with_bom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
 
 
 def _find_undecodable(path: Path, encoding: str) -> tuple[int | None, int | None]:
@@ -433,8 +442,9 @@ def _find_undecodable(path: Path, encoding: str) -> tuple[int | None, int | None
     return None, None
 
 
-def _find_undecodable_text(path: Path, encoding: str) -> int | None:
-    """The line of the first undecodable character, counting decoded newlines."""
+def _find_undecodable_text(path: Path, encoding: str) -> int:
+    """The line of the first undecodable character, counting decoded newlines
+    (the last line when only the end of the file is cut short)."""
     decoder = codecs.getincrementaldecoder(encoding)()
     line = 1
     with open(path, "rb") as fh:
@@ -450,8 +460,7 @@ def _find_undecodable_text(path: Path, encoding: str) -> int | None:
                     line += decoder.decode(block[i:i + 1]).count("\n")
                 except UnicodeError:
                     return line
-        return line
-    return None
+    return line
 
 
 _NON_WS = re.compile(r"[^ \t\r\n]")

@@ -9,7 +9,6 @@ data and are skipped (a row of blanks is a record, and gets rejected).
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as _dt
 import json

@@ -152,23 +152,22 @@ def _write_outputs(out: Path, plan: WishPlan, latest: dict[str, dict], entries_o
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def _adopt_unmarked_run(folder: Path) -> None:
-    """Mark a folder an earlier version of this command wrote (before folders
-    were marked), so it resumes: only when it holds nothing but our files."""
+def _unmarked_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run an earlier version of this command wrote
+    (before folders were marked): it holds nothing but our files."""
     try:
         names = {entry.name for entry in os.scandir(folder)}
     except OSError:  # missing, or not a folder: check_outputs words it
-        return
-    if names and names <= _OWN_FILES and names & {RUN_FILE, JOURNAL_FILE} and marker_kind(folder) is None:
-        mark(folder, OUTPUT_KIND)
+        return False
+    return bool(names <= _OWN_FILES and names & {RUN_FILE, JOURNAL_FILE}) and marker_kind(folder) is None
 
 
 def check_run_outputs(cfg: WishesRunConfig) -> Path:
-    """The one output check of a run (before anything is written); the folder, made and marked."""
+    """The one output check of a run, before anything is written; then the folder, made and marked."""
     outdir = Path(cfg.out_dir)
-    _adopt_unmarked_run(outdir)
     check_outputs([("--data-dir", cfg.data_dir or default_wishes_dir())],
-                  [Output(outdir, "-o", kind=OUTPUT_KIND, folder=True)])
+                  [Output(outdir, "-o", kind=OUTPUT_KIND, folder=True)],
+                  overwrite=_unmarked_run(outdir))  # an unmarked run of ours resumes; the input rules still hold
     outdir.mkdir(parents=True, exist_ok=True)
     mark(outdir, OUTPUT_KIND)
     return outdir
