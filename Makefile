@@ -51,7 +51,7 @@ test-fast: install
 LLAMA_CPP_VERSION := 0.3.36
 test-gguf: install
 	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_VERSION)
-	$(PY) -m pytest -q tests/launch/test_export_gguf.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/weights/test_export_gguf.py $(PYTEST_ARGS)
 
 bench: install
 	@set -e; for b in tools/bench_*.py; do echo "== $$b"; $(PY) $$b; done

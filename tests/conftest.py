@@ -1,11 +1,14 @@
-"""Shared fixtures: the real dataset samples beside the project, tiny models."""
+"""Shared fixtures: the real dataset samples beside the project, tiny models, trained runs, adapters."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from helpers import taught_model as taught
+from helpers.runs import FULL_CONFIG, LORA_CONFIG, make_adapter, train_tiny
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = PROJECT_ROOT.parent / "shared" / "data" / "samples"
@@ -19,15 +22,6 @@ def samples_dir() -> Path:
     return SAMPLES_DIR
 
 
-def _load_taught_module():
-    spec = importlib.util.spec_from_file_location("tianji_taught_model",
-                                                  Path(__file__).parent / "chat" / "taught_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-taught = _load_taught_module()
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +36,55 @@ def taught_model_dir(tmp_path_factory) -> Path:
 
     torch.set_num_threads(1)
     return taught.taught_model(tmp_path_factory.getbasetemp())
+
+
+# --- checkpoints, adapters and merged models (convert / merge / export / output-safety tests) ----------
+
+@pytest.fixture(scope="session")
+def run_lora_pth(tmp_path_factory) -> Path:
+    """LoRA (the QLoRA config; plain LoRA on CPU), no DeepSpeed: ``iter_N.pth`` files."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "lora_pth", LORA_CONFIG, "none")
+
+
+@pytest.fixture(scope="session")
+def run_lora_zero2(tmp_path_factory) -> Path:
+    """LoRA under DeepSpeed ZeRO-2: ``iter_N.pth/`` folders."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "lora_zero2", LORA_CONFIG, "zero2")
+
+
+@pytest.fixture(scope="session")
+def run_full_zero3(tmp_path_factory) -> Path:
+    """Full fine-tune under DeepSpeed ZeRO-3 (parameters partitioned in the checkpoint)."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "full_zero3", FULL_CONFIG, "zero3")
+
+
+@pytest.fixture(scope="session")
+def lora_adapter_factory():
+    """``make_adapter(base, out, seed=0, **LoraConfig options)`` for tests that need their own adapter."""
+    return make_adapter
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3() -> Path:
+    from tianji_ft.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model("llama3")
+
+
+@pytest.fixture(scope="session")
+def llama3_adapter(tiny_llama3, tmp_path_factory) -> Path:
+    return make_adapter(tiny_llama3, tmp_path_factory.mktemp("adapters") / "llama3")
+
+
+@pytest.fixture(scope="session")
+def llama3_merged(tiny_llama3, llama3_adapter, tmp_path_factory) -> Path:
+    """The tiny Llama-3 merged with a random adapter (fp32), with a run manifest naming a system prompt."""
+    from tianji_ft.weights.merge import merge
+
+    adapter = tmp_path_factory.mktemp("adapters") / "llama3_with_manifest"
+    shutil.copytree(llama3_adapter, adapter)
+    (adapter / "tianji_run.json").write_text(json.dumps(
+        {"template": "llama3_chat", "family": "llama3", "system": "你是一位送祝福的大师。", "lora": True},
+        ensure_ascii=False))
+    return merge(tiny_llama3, adapter, tmp_path_factory.mktemp("merged") / "llama3-tianji")
+

@@ -98,7 +98,7 @@ def worker(args) -> None:
     from xtuner.dataset.map_fns import template_map_fn_factory
     from xtuner.utils import PROMPT_TEMPLATE
 
-    from tianji_ft.configs.dataset_cache import cached_process_hf_dataset
+    from tianji_ft.xtuner.dataset_cache import cached_process_hf_dataset
 
     kwargs = dict(
         dataset=dict(type=load_dataset, path="json", data_files=[args.data]),
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from tianji_ft.launch.tiny import ensure_tiny_model
+    from tianji_ft.models.tiny import ensure_tiny_model
 
     tokenizer = ensure_tiny_model("internlm2")
     data = data_file(args.records)

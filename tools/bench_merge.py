@@ -55,8 +55,8 @@ def build_base(out: Path) -> int:
     from safetensors.torch import save_file
     from transformers import GenerationConfig, LlamaConfig
 
-    from tianji_ft.launch.merge import plan_shards
-    from tianji_ft.launch.tiny import ensure_tiny_model
+    from tianji_ft.weights.merge import plan_shards
+    from tianji_ft.models.tiny import ensure_tiny_model
 
     out.mkdir(parents=True)
     config = LlamaConfig(**LLAMA, bos_token_id=0, eos_token_id=4, pad_token_id=1)
@@ -96,7 +96,7 @@ def build_adapter(base: Path, out: Path) -> int:
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    from tianji_ft.launch.merge import read_weights
+    from tianji_ft.weights.merge import read_weights
 
     gen = torch.Generator().manual_seed(SEED + 1)
     tensors = {}
@@ -133,7 +133,7 @@ def max_abs_diff_vs_peft(base: Path, adapter: Path, outputs: dict[str, Path]) ->
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tianji_ft.launch.merge import read_weights
+    from tianji_ft.weights.merge import read_weights
 
     model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
     reference = PeftModel.from_pretrained(model, adapter).merge_and_unload().state_dict()
@@ -166,7 +166,7 @@ def main() -> int:
               f"rank-{RANK} LoRA adapter {adapter_bytes / 1e6:.0f} MB", flush=True)
         return 0
 
-    from tianji_ft.launch.runner import launch_env, tool_command
+    from tianji_ft.xtuner.runner import launch_env, tool_command
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="tianji_bench_merge_"))
     base, adapter = work / "base", work / "adapter"

@@ -12,7 +12,7 @@ from tianji_ft.chat.engine import Reply
 @pytest.fixture(scope="session")
 def tiny_model():
     """``tiny_model(family)``: the cached tiny model folder of that family."""
-    from tianji_ft.launch.tiny import ensure_tiny_model
+    from tianji_ft.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model
 

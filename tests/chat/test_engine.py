@@ -91,7 +91,7 @@ def test_adapter_loads_and_its_manifest_gives_the_template(tiny_model, tmp_path)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tianji_ft.launch.manifest import write_manifest
+    from tianji_ft.core.manifest import write_manifest
 
     base = tiny_model("llama3")
     model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)

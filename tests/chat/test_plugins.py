@@ -28,7 +28,7 @@ def test_command_passes_plugins_templates_and_sampling_through():
     assert run_plugin_chat("merged", ["calculate", "solve"], adapter="hf", params=params, runner=runner,
                            environ={"PATH": os.environ.get("PATH", "")}) == 0
     [(cmd, env, log_path)] = calls
-    assert cmd[1:4] == ["-m", "tianji_ft.launch.entry", "xtuner.tools.chat"]
+    assert cmd[1:4] == ["-m", "tianji_ft.xtuner.entry", "xtuner.tools.chat"]
     args = cmd[4:]
     assert args[0] == "merged"
     assert args[args.index("--prompt-template") + 1] == args[args.index("--system-template") + 1] == "moss_sft"

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, resolve_prompter
-from tianji_ft.launch.manifest import write_manifest
+from tianji_ft.core.manifest import write_manifest
 from tianji_ft.core.errors import UserError
 
 USER = [{"role": "user", "content": "祝朋友考试顺利"}]

@@ -107,7 +107,7 @@ def test_meta_must_be_literal(tmp_path):
 
 def test_reading_configs_imports_nothing_heavy():
     code = (
-        "import sys, tianji_ft.configs, tianji_ft.configs.registry as r, tianji_ft.configs.download, "
+        "import sys, tianji_ft.configs, tianji_ft.configs.registry as r, tianji_ft.models.download, "
         "tianji_ft.configs.render, tianji_ft.cli.configs, tianji_ft.cli.models\n"
         "for n in r.list_configs(): r.config_meta(r.resolve_config(n)); r.config_settings(r.resolve_config(n))\n"
         "r.describe(r.list_configs()[0])\n"

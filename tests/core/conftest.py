@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-
-_LAUNCH_CONFTEST = Path(__file__).resolve().parent.parent / "launch" / "conftest.py"
-
-
-def _launch_helpers():
-    """``tests/launch/conftest.py`` as a plain module (its ``make_adapter``), without registering its fixtures here."""
-    spec = importlib.util.spec_from_file_location("tianji_core_tests_launch_helpers", _LAUNCH_CONFTEST)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tiny_llama3() -> Path:
-    """The cached tiny Llama-3 (shared by every test run: never write in or beside it; copy it first)."""
-    from tianji_ft.launch.tiny import ensure_tiny_model
-
-    return ensure_tiny_model("llama3")
-
+from helpers.runs import make_adapter
 
 @pytest.fixture(scope="session")
 def small_adapter(tiny_llama3, tmp_path_factory) -> Path:
@@ -35,7 +16,7 @@ def small_adapter(tiny_llama3, tmp_path_factory) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    return _launch_helpers().make_adapter(tiny_llama3, tmp_path_factory.mktemp("core_adapters") / "lora",
+    return make_adapter(tiny_llama3, tmp_path_factory.mktemp("core_adapters") / "lora",
                                           r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
 
 

@@ -185,7 +185,7 @@ def convert_ws(tmp_path, tiny_llama3) -> SimpleNamespace:
 @pytest.fixture
 def no_convert_child(monkeypatch):
     """pth_to_hf must not start: a refusal comes before any child process."""
-    from tianji_ft.launch import convert as convert_module
+    from tianji_ft.weights import convert as convert_module
 
     monkeypatch.setattr(convert_module, "run_step", lambda *a, **k: pytest.fail("pth_to_hf was started"))
 
@@ -245,8 +245,8 @@ def test_convert_refuses_an_existing_folder_with_other_files(convert_ws, capsys,
 @pytest.fixture
 def fake_pth_to_hf(monkeypatch):
     """pth_to_hf replaced by a runner that writes a small adapter where the real one would."""
-    from tianji_ft.launch import convert as convert_module
-    from tianji_ft.launch import runner as runner_module
+    from tianji_ft.weights import convert as convert_module
+    from tianji_ft.xtuner import runner as runner_module
 
     calls = []
 
@@ -517,7 +517,7 @@ def test_merge_onto_a_disk_too_small_is_refused_before_writing(tmp_path, tiny_ll
 def test_merge_onto_a_disk_that_fills_up_midway_is_one_line_and_leaves_nothing(tmp_path, tiny_llama3,
                                                                                small_adapter, capsys, tree,
                                                                                refused, mount):
-    from tianji_ft.launch.merge import read_weights
+    from tianji_ft.weights.merge import read_weights
 
     base, adapter = merge_sources(tmp_path, tiny_llama3, small_adapter)
     inputs = tree(base.parent)

@@ -8,7 +8,7 @@ import pytest
 
 from tianji_ft.data import schema
 from tianji_ft.data.accounting import Rejected, rejects_path
-from tianji_ft.data.pipeline import convert_files, process
+from tianji_ft.data.records import convert_files, process
 from tianji_ft.data.schema import RecordWriter, iter_records
 from tianji_ft.data.sources import read_batches, read_rows
 from tianji_ft.data.split import split_file

@@ -6,7 +6,7 @@ import pytest
 from tianji_ft.data import converters
 from tianji_ft.data.accounting import Rejected
 from tianji_ft.data.converters import DOCTOR_PROMPT, ok_records, pair_messages
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
 from tianji_ft.data.schema import iter_records, record_problems
 from tianji_ft.data.sources import read_rows

@@ -6,7 +6,7 @@ import pytest
 
 from tianji_ft.data.accounting import Reject, Rejected
 from tianji_ft.data.msagent import msagent, parse_conversations, react_conversation
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.schema import iter_records, record_problems
 from tianji_ft.data.sources import read_rows
 

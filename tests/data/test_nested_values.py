@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tianji_ft.data.accounting import Rejected, rejects_path
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
 from tianji_ft.data.schema import iter_records, record_problems
 

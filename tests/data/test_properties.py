@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tianji_ft.core.errors import UserError
 from tianji_ft.data.accounting import NoRecordKept, rejects_path
 from tianji_ft.data.dedupe import dedupe_file
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters
 from tianji_ft.data.schema import iter_records, lone_surrogate, record_problems
 from tianji_ft.data.split import split_file

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from tianji_ft.data.accounting import Reject
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.schema import iter_records
 from tianji_ft.core.errors import UserError
 from tianji_ft.data.wishes import (DEFAULT_RULES, RULES, clean_file, clean_record, first_line, leading_punct,

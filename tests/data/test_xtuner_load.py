@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tianji_ft.data.pipeline import convert_files
+from tianji_ft.data.records import convert_files
 from tianji_ft.data.schema import iter_records
 from tianji_ft.core.paths import PROJECT_ROOT
 
@@ -33,7 +33,7 @@ def tokenizers():
     pytest.importorskip("xtuner")
     from transformers import AutoTokenizer
 
-    from tianji_ft.launch.tiny import ensure_tiny_model
+    from tianji_ft.models.tiny import ensure_tiny_model
 
     cache = {}
 

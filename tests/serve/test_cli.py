@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tianji_ft.launch.runner import free_port
+from tianji_ft.xtuner.runner import free_port
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

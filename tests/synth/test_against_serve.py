@@ -11,14 +11,14 @@ import urllib.request
 
 import pytest
 
-from tianji_ft.launch.runner import free_port
+from tianji_ft.xtuner.runner import free_port
 
 API_KEY = "sk-tianji-test-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
 def served_tiny_model(tmp_path_factory):
-    from tianji_ft.launch.tiny import ensure_tiny_model
+    from tianji_ft.models.tiny import ensure_tiny_model
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tianji_ft.launch.runner import free_port
+from tianji_ft.xtuner.runner import free_port
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

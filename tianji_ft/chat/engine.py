@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tianji_ft.chat.prompting import TOKENIZER_TEMPLATE, Prompter, resolve_prompter
-from tianji_ft.chat.templates import get_template
+from tianji_ft.core.templates import get_template
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.paths import local_model_dir
 

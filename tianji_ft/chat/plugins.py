@@ -54,7 +54,7 @@ def xtuner_tools_dir() -> Path:
 def run_plugin_chat(model: str, plugins: list[str], adapter: str | None = None, template: str | None = None,
                     bits: int | None = None, params=None, stream: bool = True, runner=None,
                     environ=None) -> int:
-    from tianji_ft.launch.runner import launch_env, subprocess_runner, tool_command
+    from tianji_ft.xtuner.runner import launch_env, subprocess_runner, tool_command
 
     args = plugin_chat_args(model, plugins, adapter, template, bits, params, stream)
     env = launch_env(environ)

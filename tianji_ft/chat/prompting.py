@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tianji_ft.chat.templates import TEMPLATES, PromptTemplate, get_template, split_messages
-from tianji_ft.launch.manifest import read_manifest
+from tianji_ft.core.templates import TEMPLATES, PromptTemplate, get_template, split_messages
+from tianji_ft.core.manifest import read_manifest
 from tianji_ft.core.errors import UserError
 
 TOKENIZER_TEMPLATE = "tokenizer"  # render with tokenizer.apply_chat_template

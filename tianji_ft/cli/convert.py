@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.convert import convert
+    from tianji_ft.weights.convert import convert
 
     out = convert(args.work_dir, iteration=args.iteration, out_dir=args.output, overwrite=args.overwrite)
     print(f"converted -> {out}")

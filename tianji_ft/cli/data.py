@@ -133,7 +133,7 @@ _CONVERT_OPTIONS = ("system", "question_col", "answer_col", "placeholders", "inp
 
 
 def _convert(args) -> int:
-    from tianji_ft.data.pipeline import convert_files
+    from tianji_ft.data.records import convert_files
 
     options = {k: getattr(args, k) for k in _CONVERT_OPTIONS if getattr(args, k) is not None}
     if "placeholders" in options:

@@ -12,6 +12,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.demo import run_demo
+    from tianji_ft.workflows.demo import run_demo
 
     return run_demo(model=args.model, work_dir=args.work_dir)

@@ -12,6 +12,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.doctor import doctor
+    from tianji_ft.workflows.doctor import doctor
 
     return doctor(args.work_dir)

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run_ollama(args) -> int:
-    from tianji_ft.launch.export_gguf import OtherConverterNeeded, export_ollama
+    from tianji_ft.weights.gguf import OtherConverterNeeded, export_ollama
 
     try:
         result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name,

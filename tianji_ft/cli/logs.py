@@ -12,6 +12,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.detach import follow_log
+    from tianji_ft.train.detach import follow_log
 
     return follow_log(args.work_dir, follow=args.follow, lines=args.lines)

@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
-    from tianji_ft.launch.merge import merge
+    from tianji_ft.weights.merge import merge
 
     start = time.monotonic()
     out = merge(args.base, args.adapter, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,

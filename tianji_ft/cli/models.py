@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def _download(args) -> int:
-    from tianji_ft.configs.download import download_model, model_target
+    from tianji_ft.models.download import download_model, model_target
 
     repo_id, default_dir = model_target(args.name, args.source)
     print(f"downloading {repo_id} from {args.source} to {args.out or default_dir} (rerun to resume)", file=sys.stderr)

@@ -3,7 +3,7 @@
 from tianji_ft.cli._common import add_config_settings, add_verb, config_settings_env
 
 def register(sub) -> None:
-    from tianji_ft.launch.pipeline import STAGES
+    from tianji_ft.workflows.pipeline import STAGES
 
     p = add_verb(sub, "pipeline", "Run the whole workflow for a config; stages with unchanged inputs are skipped.",
                  "tianji-ft pipeline internlm2_chat_7b_qlora_wishes_e3 --tiny\n"
@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.pipeline import PipelineRequest, run_pipeline
+    from tianji_ft.workflows.pipeline import PipelineRequest, run_pipeline
 
     settings = config_settings_env(args)
     return run_pipeline(PipelineRequest(

@@ -10,7 +10,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tianji_ft.launch.detach import status
+    from tianji_ft.train.detach import status
 
     info = status(args.work_dir)
     if info["signal"]:

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def build_request(args):
-    from tianji_ft.launch.train import TrainRequest
+    from tianji_ft.train.train import TrainRequest
 
     settings = config_settings_env(args)
     return TrainRequest(
@@ -48,11 +48,11 @@ def build_request(args):
 
 
 def run(args) -> int:
-    from tianji_ft.launch import train as launcher
+    from tianji_ft.train import train as launcher
 
     req = build_request(args)
     if args.dry_run:
-        from tianji_ft.launch.dryrun import dry_run, format_report
+        from tianji_ft.train.dryrun import dry_run, format_report
 
         p = launcher.plan(req)
         report = dry_run(p["manifest"]["config"]["path"], p["env"], p["manifest"]["cfg_options"],
@@ -62,7 +62,7 @@ def run(args) -> int:
     if args.detach:
         from pathlib import Path
 
-        from tianji_ft.launch.detach import start_detached
+        from tianji_ft.train.detach import start_detached
 
         work_dir = launcher.claim_work_dir(launcher.plan(req), req.overwrite)
         pid = start_detached(req, Path(work_dir))

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
                                        write_report)
-from tianji_ft.data.pipeline import check_fields
+from tianji_ft.data.records import check_fields
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.schema import RecordWriter, check_encoding, check_output_path, show
 from tianji_ft.data.sources import expand_sources, read_rows

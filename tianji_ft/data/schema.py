@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, List, TypedDict
 
-from tianji_ft.data.jsonfast import (block_may_lose_digits, dumps, dumps_line, dumps_lines, encodes, fast_loads, loads,
+from tianji_ft.core.jsonfast import (block_may_lose_digits, dumps, dumps_line, dumps_lines, encodes, fast_loads, loads,
                                      std_loads)
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open

@@ -19,7 +19,7 @@ from itertools import compress
 from pathlib import Path
 
 from tianji_ft.data.accounting import Tally, write_report
-from tianji_ft.data.jsonfast import fast_loads
+from tianji_ft.core.jsonfast import fast_loads
 from tianji_ft.data.schema import (Gather, RecordWriter, check_encoding, is_jsonl, iter_records, line_blocks,
                                    parse_lines)
 from tianji_ft.core.fsio import atomic_open

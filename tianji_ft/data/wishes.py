@@ -200,7 +200,7 @@ def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFA
 
     ``also_known``: further rule names to check (e.g. the ones switched off).
     """
-    from tianji_ft.data.pipeline import process
+    from tianji_ft.data.records import process
 
     rules = check_rules(rules)
     check_rules(also_known)

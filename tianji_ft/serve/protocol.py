@@ -12,7 +12,7 @@ import time
 import uuid
 
 from tianji_ft.chat.engine import GenerationParams, Reply
-from tianji_ft.chat.templates import split_messages
+from tianji_ft.core.templates import split_messages
 
 
 class ApiError(Exception):

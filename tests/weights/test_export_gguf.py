@@ -1,0 +1,209 @@
+"""GGUF + Modelfile export: read back with gguf's reader, and run by llama.cpp where it is installed.
+
+The llama.cpp check needs ``llama-cpp-python``, which compiles llama.cpp from
+source (11 minutes measured here on 2 shared cores); without it that test skips.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tianji_ft.cli import main
+from tianji_ft.weights.gguf import export_ollama
+from tianji_ft.weights.modelfile import XTUNER_TEMPLATES, ollama_template, render_modelfile
+
+BLOCK_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
+                 "ffn_down")
+PROMPTS = ("祝姐姐生日快乐", "给老师写一段新年祝福", "Happy birthday to my friend")
+
+
+def render_go(template: str, system: str, prompt: str, response: str) -> str:
+    """The subset of Go templates the Modelfile uses: if-blocks and three variables."""
+    values = {"System": system, "Prompt": prompt}
+    text = re.sub(r"\{\{ if \.(\w+) \}\}(.*?)\{\{ end \}\}", lambda m: m.group(2) if values[m.group(1)] else "",
+                  template, flags=re.S)
+    return text.replace("{{ .System }}", system).replace("{{ .Prompt }}", prompt).replace("{{ .Response }}", response)
+
+
+def test_modelfile_templates_are_ollamas_for_llama3_and_internlm2():
+    assert ollama_template("llama3_chat") == (
+        "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
+        "{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{{ end }}{{ .Response }}<|eot_id|>")
+    assert ollama_template("internlm2_chat") == (
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+        "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ end }}"
+        "{{ .Response }}<|im_end|>\n")
+
+
+@pytest.mark.parametrize("name", sorted(XTUNER_TEMPLATES))
+def test_modelfile_turn_is_the_text_xtuner_trained_on(name):
+    spec = XTUNER_TEMPLATES[name]
+    trained = (spec["SYSTEM"].format(system="你是送祝福大师") + spec["INSTRUCTION"].format(input="祝姐姐生日快乐")
+               + "生日快乐！" + spec["SUFFIX"] + spec.get("SEP", ""))
+    assert render_go(ollama_template(name), "你是送祝福大师", "祝姐姐生日快乐", "生日快乐！") == trained
+    modelfile = render_modelfile("m.gguf", name, "你是送祝福大师")
+    assert 'SYSTEM """你是送祝福大师"""' in modelfile
+    for line in ("FROM ./m.gguf", "PARAMETER temperature 0.35", "PARAMETER top_p 0.9", "PARAMETER repeat_penalty 1.1",
+                 f'PARAMETER stop "{spec["STOP_WORDS"][0]}"'):
+        assert line in modelfile.splitlines()
+
+
+def test_copied_templates_still_match_xtuners():
+    from xtuner.utils.templates import PROMPT_TEMPLATE
+
+    for name, spec in XTUNER_TEMPLATES.items():
+        assert {k: v for k, v in dict(PROMPT_TEMPLATE[name]).items() if k in spec} == spec
+
+
+@pytest.fixture(scope="module")
+def exports(llama3_merged, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ollama")
+    return {q: export_ollama(llama3_merged, out / q, quant=q) for q in ("f16", "q8_0", "q5_1")}
+
+
+def hf_weights(model_dir: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return {k: v for p in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q5_1"])
+def test_gguf_reads_back_with_names_shapes_types_values_and_tokenizer(exports, llama3_merged, quant):
+    import gguf
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    reader = gguf.GGUFReader(exports[quant].gguf)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    config = json.loads((llama3_merged / "config.json").read_text())
+    assert field("general.architecture") == "llama"
+    assert field("general.file_type") == {"f16": 1, "q8_0": 7, "q5_1": 9}[quant]
+    assert field("llama.block_count") == config["num_hidden_layers"] == 2
+    assert field("llama.embedding_length") == 128 and field("llama.feed_forward_length") == 256
+    assert field("llama.attention.head_count") == 4 and field("llama.attention.head_count_kv") == 2
+    assert field("llama.rope.freq_base") == config["rope_theta"]
+
+    tokenizer = AutoTokenizer.from_pretrained(llama3_merged)
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "llama-bpe"
+    assert field("tokenizer.ggml.tokens") == tokenizer.convert_ids_to_tokens(list(range(config["vocab_size"])))
+    assert len(field("tokenizer.ggml.merges")) > 0
+    assert field("tokenizer.ggml.bos_token_id") == tokenizer.bos_token_id
+    assert field("tokenizer.ggml.eot_token_id") == tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert field("tokenizer.chat_template") == tokenizer.chat_template
+
+    weights = hf_weights(llama3_merged)
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+             "q5_1": gguf.GGMLQuantizationType.Q5_1}[quant]
+    tensors = {t.name: t for t in reader.tensors}
+    expected = {"token_embd.weight", "output.weight", "output_norm.weight"}
+    expected |= {f"blk.{b}.{n}.weight" for b in range(2) for n in BLOCK_TENSORS}
+    assert set(tensors) == expected
+    pairs = {"token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight",
+             "blk.1.attn_q.weight": "model.layers.1.self_attn.q_proj.weight",
+             "blk.1.attn_k.weight": "model.layers.1.self_attn.k_proj.weight",
+             "blk.0.ffn_down.weight": "model.layers.0.mlp.down_proj.weight",
+             "blk.0.attn_norm.weight": "model.layers.0.input_layernorm.weight"}
+    for name, hf_name in pairs.items():
+        tensor, want = tensors[name], weights[hf_name]
+        assert list(tensor.shape) == list(reversed(want.shape))  # ggml order
+        assert tensor.tensor_type == (gguf.GGMLQuantizationType.F32 if want.ndim == 1 else qtype)
+        if name.endswith(("attn_q.weight", "attn_k.weight")):
+            want = permute(want, 4 if "attn_q" in name else 2)
+        got = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(want.shape)
+        if tensor.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            assert np.array_equal(got, want.astype(np.float16 if want.ndim == 2 else np.float32).astype(np.float32))
+        else:
+            assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+@pytest.mark.slow
+def test_modelfile_beside_the_gguf_has_the_runs_system_prompt_and_stop(exports):
+    export = exports["q5_1"]
+    lines = export.modelfile.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == f"FROM ./{export.gguf.name}" and export.gguf.parent == export.modelfile.parent
+    assert 'SYSTEM """你是一位送祝福的大师。"""' in lines and 'PARAMETER stop "<|eot_id|>"' in lines
+
+
+@pytest.mark.slow
+def test_cli_export_prints_the_ollama_commands(llama3_merged, tmp_path, capsys):
+    code = main(["export", "ollama", str(llama3_merged), "-o", str(tmp_path / "out"), "--quant", "q8_0",
+                 "--name", "Tianji Wishes"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ollama create tianji-wishes -f Modelfile" in out
+    assert (tmp_path / "out" / "tianji-wishes-q8_0.gguf").is_file()
+
+
+def test_internlm2_prints_the_lmdeploy_command_and_writes_nothing(tmp_path, capsys):
+    from tianji_ft.models.tiny import ensure_tiny_model
+
+    model = ensure_tiny_model("internlm2")
+    code = main(["export", "ollama", str(model), "-o", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 2 and f"lmdeploy serve api_server {model}" in captured.out
+    assert "convert_hf_to_gguf.py" in captured.out
+    assert captured.err.strip().count("\n") == 0 and "llama.cpp's own converter" in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_folder_is_refused_in_one_line(llama3_adapter, tmp_path, capsys):
+    code = main(["export", "ollama", str(llama3_adapter), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "no config.json" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3_merged):
+    llama_cpp = pytest.importorskip("llama_cpp", exc_type=ImportError, reason=(
+        "llama-cpp-python is not importable; .venv/bin/pip install llama-cpp-python==0.3.36 (builds llama.cpp)"))
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llama3_merged)
+    model = AutoModelForCausalLM.from_pretrained(llama3_merged, torch_dtype=torch.float32)
+    with torch.no_grad():  # the weights as the f16 GGUF stores them
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.copy_(param.half().float())
+    llm = llama_cpp.Llama(model_path=str(exports["f16"].gguf), n_ctx=256, n_threads=1, verbose=False)
+    try:
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+            want = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                                  pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+            got = []
+            for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                got.append(token)
+                if len(got) == len(want):
+                    break
+            assert got == want, prompt
+    finally:
+        llm.close()
+
+
+def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_path, monkeypatch):
+    import errno
+
+    from tianji_ft.weights import gguf
+    from tianji_ft.core.errors import UserError
+
+    def half_written(model_dir, path, **kwargs):
+        path.write_bytes(b"GGUF" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_gguf, "write_gguf", half_written)
+    with pytest.raises(UserError, match="disk full") as err:
+        export_ollama(tiny_llama3, tmp_path / "out" / "ollama")
+    assert "\n" not in str(err.value) and list((tmp_path / "out").iterdir()) == []

@@ -1,0 +1,1 @@
+"""Base models: the tiny seeded models the project builds, and hub downloads."""

@@ -1,0 +1,1 @@
+"""Training: the launcher, the dry run, background runs and the loss plot."""

@@ -1,0 +1,1 @@
+"""Workflows made of the stages below: the pipeline, the demo, doctor."""

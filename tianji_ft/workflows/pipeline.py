@@ -1,0 +1,212 @@
+"""``tianji-ft pipeline``: data -> train -> convert -> merge -> evaluate -> export.
+
+Each stage has a fingerprint: a hash of its own inputs and of the previous
+stage's fingerprint. ``WORK_DIR/pipeline.json`` records the fingerprint each
+stage last finished with; a stage whose fingerprint is unchanged and whose
+outputs exist is skipped. Changing the data changes the train fingerprint,
+so the run resumes from training and every later stage follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tianji_ft.core.manifest import read_manifest
+from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.fsio import write_json
+
+STAGES = ("data", "train", "convert", "merge", "evaluate", "export")
+STATE_FILE = "pipeline.json"
+# The stage whose outputs each stage reads.
+DEPENDS = {"train": "data", "convert": "train", "merge": "convert", "evaluate": "merge", "export": "merge"}
+
+
+@dataclass
+class PipelineRequest:
+    config: str
+    model: str | None = None
+    data: list[str] = field(default_factory=list)
+    work_dir: str | None = None
+    tiny: bool = False
+    deepspeed: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    cfg_options: list[str] = field(default_factory=list)
+    export_quant: str | None = None  # None: no export stage
+    start: str = "data"  # --from
+    until: str = "export"  # --until
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _dir_fingerprint(path: Path) -> list:
+    """Names, sizes and mtimes of a directory's files: cheap, and changes whenever its content is rewritten."""
+    if path.is_file():
+        st = path.stat()
+        return [path.name, st.st_size, st.st_mtime_ns]
+    return sorted([str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns]
+                  for p in path.rglob("*") if p.is_file())
+
+
+class Pipeline:
+    def __init__(self, req: PipelineRequest, out=sys.stdout):
+        from tianji_ft.train.train import TrainRequest, plan
+
+        self.req, self.out = req, out
+        self.train_req = TrainRequest(config=req.config, model=req.model, data=list(req.data),
+                                      work_dir=req.work_dir, tiny=req.tiny, deepspeed=req.deepspeed,
+                                      settings=dict(req.settings), cfg_options=list(req.cfg_options))
+        self.plan = plan(self.train_req)
+        self.work_dir: Path = self.plan["work_dir"]
+        self.paths = {"adapter": self.work_dir / "hf_adapter", "merged": self.work_dir / "merged",
+                      "eval": self.work_dir / "eval", "export": self.work_dir / "ollama"}
+        state_path = self.work_dir / STATE_FILE
+        self.state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        self.lora = self.plan["manifest"]["lora"]
+
+    # --- fingerprints -------------------------------------------------------------
+    def output_fingerprint(self, stage: str):
+        """What a stage produced, as later stages see it: re-running a stage changes this."""
+        if stage == "data":
+            return [d["sha256"] for d in self.plan["manifest"]["data"]]
+        if stage == "train":
+            ckpt = (read_manifest(self.work_dir, required=False) or {}).get("last_checkpoint")
+            return [ckpt, _dir_fingerprint(Path(ckpt))] if ckpt and Path(ckpt).exists() else None
+        if stage == "merge" and not self.lora:
+            return self.output_fingerprint("convert")
+        key = {"convert": "adapter", "merge": "merged", "evaluate": "eval", "export": "export"}[stage]
+        return _dir_fingerprint(self.paths[key]) if self.paths[key].exists() else None
+
+    def fingerprint(self, stage: str) -> str:
+        m = self.plan["manifest"]
+        own = {
+            "data": self.output_fingerprint("data"),
+            "train": [m["config"]["sha256"], m["model"], {k: v for k, v in m["env"].items() if k != "TIANJI_WORK_DIR"},
+                      m["cfg_options"], m["deepspeed"]],
+            "convert": [],
+            "merge": [self.lora, m["model"]],
+            "evaluate": [self._eval_prompts()],
+            "export": [self.req.export_quant],
+        }[stage]
+        upstream = self.output_fingerprint(DEPENDS[stage]) if stage in DEPENDS else None
+        return _hash(stage, upstream, own)
+
+    def outputs_exist(self, stage: str) -> bool:
+        if stage == "data":
+            return True
+        if stage == "train":
+            manifest = read_manifest(self.work_dir, required=False)
+            return bool(manifest and manifest.get("exit_code") == 0 and manifest.get("last_checkpoint"))
+        key = {"convert": "adapter", "merge": "merged", "evaluate": "eval", "export": "export"}[stage]
+        return self.paths[key].exists()
+
+    def _eval_prompts(self) -> list[str]:
+        from tianji_ft.configs.registry import config_meta
+
+        meta = config_meta(self.plan["manifest"]["config"]["path"])
+        return list(meta.get("eval_prompts") or [])[:6]
+
+    # --- stages -------------------------------------------------------------------
+    def run_data(self):
+        from tianji_ft.configs.registry import config_meta
+
+        from tianji_ft.xtuner.datacheck import check_plan_data
+
+        checked = check_plan_data(self.plan["env"], self.plan["manifest"]["config"]["path"],
+                                  self.plan["manifest"]["cfg_options"])
+        data_format = config_meta(self.plan["manifest"]["config"]["path"]).get("data_format", "conversation")
+        raw = "" if data_format == "conversation" else f" ({data_format}, through the config's map function)"
+        return f"{checked.records} record(s) valid{raw}"
+
+    def run_train(self):
+        from tianji_ft.train.train import train
+
+        with open(self.work_dir / "pipeline-train.out", "w") as sink:
+            train(self.train_req, out=sink)
+        return f"trained -> {read_manifest(self.work_dir)['last_checkpoint']}"
+
+    def run_convert(self):
+        from tianji_ft.weights.convert import convert
+
+        convert(self.work_dir, out_dir=self.paths["adapter"])
+        return f"{'adapter' if self.lora else 'model'} -> {self.paths['adapter']}"
+
+    def run_merge(self):
+        if not self.lora:
+            return "full fine-tune: nothing to merge"
+        from tianji_ft.weights.merge import merge
+
+        merge(self.plan["manifest"]["model"], self.paths["adapter"], self.paths["merged"])
+        return f"merged -> {self.paths['merged']}"
+
+    def model_dir(self) -> Path:
+        return self.paths["merged"] if self.lora else self.paths["adapter"]
+
+    def run_evaluate(self):
+        from tianji_ft.chat.engine import GenerationParams
+        from tianji_ft.chat.evaluate import EvalItem, evaluate
+
+        prompts = self._eval_prompts()
+        if not prompts:
+            return "no evaluation prompts in the config"
+        items = [EvalItem(str(i), [{"role": "user", "content": p}]) for i, p in enumerate(prompts, 1)]
+        evaluate(str(self.model_dir()), items, self.paths["eval"], params=GenerationParams(temperature=0.0,
+                                                                                           max_new_tokens=128))
+        return f"{len(items)} prompts, each in a fresh context -> {self.paths['eval'] / 'answers.jsonl'}"
+
+    def run_export(self):
+        if not self.req.export_quant:
+            return "skipped (no --export)"
+        from tianji_ft.weights.gguf import export_ollama
+
+        export_ollama(self.model_dir(), self.paths["export"], quant=self.req.export_quant)
+        return f"GGUF + Modelfile -> {self.paths['export']}"
+
+    # --- driver -------------------------------------------------------------------
+    def run(self) -> int:
+        for name in (self.req.start, self.req.until):
+            if name not in STAGES:
+                raise UserError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+        from tianji_ft.core.lock import WorkDirLock
+        from tianji_ft.train.train import claim_work_dir
+
+        claim_work_dir(self.plan)
+        with WorkDirLock(self.work_dir, "pipeline", warn=lambda msg: print(msg, file=self.out, flush=True)):
+            return self._run_stages()
+
+    def _run_stages(self) -> int:
+        first, last = STAGES.index(self.req.start), STAGES.index(self.req.until)
+        for n, stage in enumerate(STAGES[: last + 1], 1):
+            label = f"[{n}/{last + 1}] {stage:<8}"
+            if n - 1 < first:
+                print(f"{label} before --from {self.req.start}, not run", file=self.out, flush=True)
+                continue
+            fp = self.fingerprint(stage)
+            forced = n - 1 == first and self.req.start != STAGES[0]
+            if not forced and self.state.get(stage) == fp and self.outputs_exist(stage):
+                print(f"{label} up to date, skipped", file=self.out, flush=True)
+                continue
+            start = time.monotonic()
+            fn: Callable[[], str] = getattr(self, f"run_{stage}")
+            try:
+                summary = fn()
+            except (StepFailed, UserError) as err:
+                print(f"{label} FAILED: {err}", file=self.out, flush=True)
+                if isinstance(err, StepFailed):
+                    raise
+                raise StepFailed(stage, err.exit_code or 1, str(err)) from None
+            self.state[stage] = fp
+            write_json(self.work_dir / STATE_FILE, self.state)
+            print(f"{label} {summary} ({time.monotonic() - start:.1f}s)", file=self.out, flush=True)
+        return 0
+
+
+def run_pipeline(req: PipelineRequest, out=sys.stdout) -> int:
+    return Pipeline(req, out).run()

@@ -1,0 +1,1 @@
+"""What touches XTuner's processes: the runner, the entry point with its compatibility patches, the dataset cache."""
