@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signals.install()
+    previous_handlers = signals.install()
     try:
         rc = args.func(args)
     except UserError as err:
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tianji-ft: error: {' '.join(str(err).split())}; check the file's encoding (--encoding)",
               file=sys.stderr)
         return 2
+    finally:
+        signals.restore(previous_handlers)
     return int(rc or 0)
 
 

@@ -10,6 +10,7 @@ leave hidden ``.OUT.*.tmp`` files behind; :func:`install` makes them raise
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -33,14 +34,36 @@ def exit_code(exc: BaseException) -> int:
     return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
+_installed_in: int | None = None
+
+
 def _raise(signum, frame):
+    if os.getpid() != _installed_in:
+        # A forked worker (datasets' map pool, XTuner's packing) inherited the handler: it must
+        # die of the signal as it expects, not raise inside the pool's queue code and hang it.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """Make SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only; a no-op elsewhere)."""
+def install() -> dict:
+    """Make SIGTERM and SIGHUP raise :class:`Interrupted` in this process's main thread.
+
+    Returns the previous handlers for :func:`restore` (a no-op off the main thread).
+    """
+    global _installed_in
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
+    _installed_in = os.getpid()
+    previous = {}
     for signum in HANDLED:
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-            signal.signal(signum, _raise)
+            previous[signum] = signal.signal(signum, _raise)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers :func:`install` replaced (a command run in-process leaves none behind)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
