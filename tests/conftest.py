@@ -38,6 +38,28 @@ def taught_model_dir(tmp_path_factory) -> Path:
     return taught.taught_model(tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``tiny_model(family)``: the cached tiny model folder of that family."""
+    from tianji_ft.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    cache = {}
+
+    def load(family):
+        if family not in cache:
+            cache[family] = AutoTokenizer.from_pretrained(tiny_model(family), trust_remote_code=True)
+        return cache[family]
+
+    return load
+
+
 # --- checkpoints, adapters and merged models (convert / merge / export / output-safety tests) ----------
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,10 @@
-"""Fixtures for the chat tests: tiny models, their tokenizers, the taught model, a fake engine."""
+"""Fixtures for the chat tests: the taught engine, a fake engine."""
 
 from __future__ import annotations
-
 
 import pytest
 
 from tianji_ft.chat.engine import Reply
-
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    """``tiny_model(family)``: the cached tiny model folder of that family."""
-    from tianji_ft.models.tiny import ensure_tiny_model
-
-    return ensure_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_tokenizer(tiny_model):
-    from transformers import AutoTokenizer
-
-    cache = {}
-
-    def load(family):
-        if family not in cache:
-            cache[family] = AutoTokenizer.from_pretrained(tiny_model(family), trust_remote_code=True)
-        return cache[family]
-
-    return load
-
 
 
 @pytest.fixture(scope="session")

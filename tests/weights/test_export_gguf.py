@@ -14,7 +14,8 @@ import pytest
 
 from tianji_ft.cli import main
 from tianji_ft.weights.gguf import export_ollama
-from tianji_ft.weights.modelfile import XTUNER_TEMPLATES, ollama_template, render_modelfile
+from tianji_ft.core.templates import DETECT_FIRST, TEMPLATES, get_template
+from tianji_ft.weights.modelfile import render_modelfile
 
 BLOCK_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
                  "ffn_down")
@@ -30,34 +31,27 @@ def render_go(template: str, system: str, prompt: str, response: str) -> str:
 
 
 def test_modelfile_templates_are_ollamas_for_llama3_and_internlm2():
-    assert ollama_template("llama3_chat") == (
+    assert get_template("llama3_chat").ollama_template() == (
         "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
         "{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n{{ end }}{{ .Response }}<|eot_id|>")
-    assert ollama_template("internlm2_chat") == (
+    assert get_template("internlm2_chat").ollama_template() == (
         "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
         "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ end }}"
         "{{ .Response }}<|im_end|>\n")
 
 
-@pytest.mark.parametrize("name", sorted(XTUNER_TEMPLATES))
+@pytest.mark.parametrize("name", DETECT_FIRST)
 def test_modelfile_turn_is_the_text_xtuner_trained_on(name):
-    spec = XTUNER_TEMPLATES[name]
+    spec = TEMPLATES[name]
     trained = (spec["SYSTEM"].format(system="你是送祝福大师") + spec["INSTRUCTION"].format(input="祝姐姐生日快乐")
                + "生日快乐！" + spec["SUFFIX"] + spec.get("SEP", ""))
-    assert render_go(ollama_template(name), "你是送祝福大师", "祝姐姐生日快乐", "生日快乐！") == trained
+    assert render_go(get_template(name).ollama_template(), "你是送祝福大师", "祝姐姐生日快乐", "生日快乐！") == trained
     modelfile = render_modelfile("m.gguf", name, "你是送祝福大师")
     assert 'SYSTEM """你是送祝福大师"""' in modelfile
     for line in ("FROM ./m.gguf", "PARAMETER temperature 0.35", "PARAMETER top_p 0.9", "PARAMETER repeat_penalty 1.1",
                  f'PARAMETER stop "{spec["STOP_WORDS"][0]}"'):
         assert line in modelfile.splitlines()
-
-
-def test_copied_templates_still_match_xtuners():
-    from xtuner.utils.templates import PROMPT_TEMPLATE
-
-    for name, spec in XTUNER_TEMPLATES.items():
-        assert {k: v for k, v in dict(PROMPT_TEMPLATE[name]).items() if k in spec} == spec
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +190,7 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3
 def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_path, monkeypatch):
     import errno
 
-    from tianji_ft.weights import gguf
+    from tianji_ft.weights import gguf as export_gguf
     from tianji_ft.core.errors import UserError
 
     def half_written(model_dir, path, **kwargs):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tianji_ft.core.templates import TEMPLATES, PromptTemplate, get_template, split_messages
-from tianji_ft.core.manifest import read_manifest
+from tianji_ft.core.manifest import model_manifest
 from tianji_ft.core.errors import UserError
 
 TOKENIZER_TEMPLATE = "tokenizer"  # render with tokenizer.apply_chat_template
@@ -97,10 +97,9 @@ def detect_template(tokenizer) -> str | None:
 def read_model_manifest(model: str | Path, adapter: str | Path | None = None) -> dict | None:
     """The run manifest copied beside the adapter or the model, if either has one."""
     for where in (adapter, model):
-        if where and Path(where).is_dir():
-            manifest = read_manifest(where, required=False)
-            if manifest:
-                return manifest
+        manifest = model_manifest(where) if where and Path(where).is_dir() else None
+        if manifest:
+            return manifest
     return None
 
 

@@ -62,8 +62,6 @@ def read_manifest(work_dir: str | Path, required: bool = True) -> dict | None:
                         "restore it or re-run training") from None
 
 
-def update_manifest(work_dir: str | Path, **fields) -> dict:
-    manifest = read_manifest(work_dir)
-    manifest.update(fields)
-    write_manifest(work_dir, manifest)
-    return manifest
+def model_manifest(model_dir: str | Path) -> dict:
+    """The manifest copied into a converted or merged model folder (or an adapter), or {}."""
+    return read_manifest(model_dir, required=False) or {}

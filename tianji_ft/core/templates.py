@@ -1,5 +1,8 @@
-"""XTuner's prompt templates, rendered the way ``xtuner chat`` renders them.
+"""The one template registry: XTuner's prompt templates, how they render, stop, are detected and
+become an Ollama TEMPLATE.
 
+Adding a template is one edit to :data:`TEMPLATES`; chat, eval, serve, merge's
+``generation_config.json`` and the export's Modelfile all read it from here.
 The strings are copies of ``xtuner.utils.templates.PROMPT_TEMPLATE`` (a test
 checks they stay equal) so this module never imports xtuner, which is slow.
 
@@ -13,9 +16,12 @@ for the chat families we test it equals the tokenizer's own chat template.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.manifest import model_manifest
 
 _IM_SYSTEM = "<|im_start|>system\n{system}<|im_end|>\n"
 _IM_INSTRUCTION = "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"
@@ -56,6 +62,8 @@ TEMPLATES: dict[str, dict] = {
     ),
 }
 TEMPLATE_KEYS = ("SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS")
+# The families we train, tried first when a vocabulary is all there is to go by.
+DETECT_FIRST = ("internlm2_chat", "llama3_chat", "internlm_chat")
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class PromptTemplate:
     instruction: str = "{input}"
     suffix: str = ""
     sep: str = ""
-    stop_words: tuple[str, ...] = field(default_factory=tuple)
+    stop_words: tuple[str, ...] = field(default_factory=tuple)  # the template's, then its SUFFIX
 
     def render(self, messages: list[dict], bos: str = "") -> str:
         """Render ``messages`` (system?, then user/assistant turns ending on a
@@ -80,15 +88,73 @@ class PromptTemplate:
                 text += answer + self.suffix + self.sep
         return text
 
+    def ollama_template(self) -> str:
+        """The Modelfile TEMPLATE rendering one turn exactly as XTuner formatted it in training."""
+        if "{round}" in self.instruction:
+            raise UserError(f"template {self.name!r} numbers its rounds, which an Ollama TEMPLATE cannot; "
+                            "write the Modelfile by hand")
+        system = _go_literal(self.system or "{system}").replace("{system}", "{{ .System }}")
+        instruction = _go_literal(self.instruction).replace("{input}", "{{ .Prompt }}")
+        tail = _go_literal(self.suffix + self.sep)
+        return (f"{{{{ if .System }}}}{system}{{{{ end }}}}{{{{ if .Prompt }}}}{instruction}{{{{ end }}}}"
+                f"{{{{ .Response }}}}{tail}")
+
+
+def _go_literal(text: str) -> str:
+    # Template text between Go actions is literal; only "{{" would start an action.
+    return text.replace("{{", '{{ "{{" }}')
+
 
 def get_template(name: str) -> PromptTemplate:
-    if name not in TEMPLATES:
-        raise UserError(f"unknown prompt template {name!r}; choose one of {', '.join(sorted(TEMPLATES))}")
-    raw = TEMPLATES[name]
+    """Template ``name`` from :data:`TEMPLATES`, or from XTuner's own table for the rarer ones."""
+    raw = TEMPLATES.get(name) or _xtuner_template(name)
+    words = list(raw.get("STOP_WORDS") or ())
+    suffix = raw.get("SUFFIX", "")
+    if suffix.strip() and suffix not in words:
+        words.append(suffix)
     return PromptTemplate(
         name=name, system=raw.get("SYSTEM", ""), instruction=raw["INSTRUCTION"],
-        suffix=raw.get("SUFFIX", ""), sep=raw.get("SEP", ""), stop_words=tuple(raw.get("STOP_WORDS", ())),
+        suffix=suffix, sep=raw.get("SEP", ""), stop_words=tuple(words),
     )
+
+
+def _xtuner_template(name: str) -> dict:
+    unknown = UserError(f"unknown prompt template {name!r}; choose one of {', '.join(sorted(TEMPLATES))}")
+    try:
+        from xtuner.utils.templates import PROMPT_TEMPLATE
+    except ImportError:
+        raise unknown from None
+    if name not in PROMPT_TEMPLATE:
+        raise unknown
+    return dict(PROMPT_TEMPLATE[name])
+
+
+def _vocab_has(model_dir: Path, token: str) -> bool:
+    for name in ("tokenizer.json", "tokenizer_config.json", "added_tokens.json"):
+        path = model_dir / name
+        if path.is_file() and json.dumps(token)[1:-1] in path.read_text(encoding="utf-8"):
+            return True
+    return False
+
+
+def trained_template(*model_dirs: str | Path) -> str | None:
+    """The template a model was trained with: its run manifest's, the tiny model marker's, or
+    the first template whose stop token its vocabulary has."""
+    for model_dir in model_dirs:
+        model_dir = Path(model_dir)
+        name = model_manifest(model_dir).get("template")
+        if name:
+            return name
+        marker = model_dir / "tiny_model.json"
+        if marker.is_file():
+            return json.loads(marker.read_text(encoding="utf-8"))["xtuner_template"]
+    order = (*DETECT_FIRST, *(n for n in TEMPLATES if n not in DETECT_FIRST))
+    for model_dir in model_dirs:
+        for name in order:
+            words = TEMPLATES[name].get("STOP_WORDS")
+            if words and _vocab_has(Path(model_dir), words[0]):
+                return name
+    return None
 
 
 def split_messages(messages: list[dict]) -> tuple[str | None, list[tuple[str, str | None]]]:

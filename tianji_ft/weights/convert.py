@@ -19,10 +19,10 @@ import shutil
 from pathlib import Path
 
 from tianji_ft.core.errors import UserError
-from tianji_ft.core.fsio import atomic_dir, sha256_file, write_json
+from tianji_ft.core.fsio import atomic_dir, sha256_file
 from tianji_ft.core.outputs import Output, check_outputs
 from tianji_ft.xtuner.compat import DROP_QUANTIZATION_ENV
-from tianji_ft.core.manifest import TRAIN_LOG, manifest_path, read_manifest
+from tianji_ft.core.manifest import TRAIN_LOG, manifest_path, read_manifest, write_manifest
 from tianji_ft.xtuner.runner import launch_env, run_step, tool_command
 
 CHECKPOINT = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
@@ -147,6 +147,6 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
         converted = dict(manifest, converted_from=str(work_dir), checkpoint=str(checkpoint),
                          lora=(tmp / "adapter_config.json").is_file())
         converted.pop("command", None)
-        write_json(tmp / "tianji_run.json", converted)
+        write_manifest(tmp, converted)
     return out_dir
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tianji_ft.weights.merge import FLOAT_DTYPES, read_weights, to_f32
-from tianji_ft.weights.modelfile import model_manifest, render_modelfile, stop_token_ids, stop_words, template_name
+from tianji_ft.core.manifest import model_manifest
+from tianji_ft.core.templates import get_template, trained_template
+from tianji_ft.weights.modelfile import render_modelfile, stop_token_ids
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_dir
 from tianji_ft.core.outputs import Output, check_outputs
@@ -215,8 +217,8 @@ def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
-    template = template_name(model_dir)
-    stops = stop_token_ids(model_dir, stop_words(template)) if template else []
+    template = trained_template(model_dir)
+    stops = stop_token_ids(model_dir, list(get_template(template).stop_words)) if template else []
     if stops:
         writer.add_eot_token_id(stops[0])  # llama.cpp ends a turn here as well as at eos
 
@@ -268,7 +270,7 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
     if architecture not in LLAMA_ARCHITECTURES:
         raise UserError(f"{model_dir}: {architecture} is not a Llama-family model; this export writes "
                         f"{', '.join(LLAMA_ARCHITECTURES)}; use llama.cpp's convert_hf_to_gguf.py")
-    template = template_name(model_dir)
+    template = trained_template(model_dir)
     if template is None:
         raise UserError(f"{model_dir}: cannot tell its chat template (no tianji_run.json); export the folder "
                         "tianji-ft merge or convert wrote")

@@ -27,7 +27,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tianji_ft.weights.modelfile import generation_config, model_manifest, template_name
+from tianji_ft.core.manifest import MANIFEST_NAME, model_manifest, write_manifest
+from tianji_ft.core.templates import trained_template
+from tianji_ft.weights.modelfile import generation_config
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_dir, write_json
 from tianji_ft.core.outputs import Output, check_outputs
@@ -439,7 +441,7 @@ def _copy_model_files(base_dir: Path, dst: Path) -> None:
     for path in sorted(base_dir.iterdir()):
         if not path.is_file() or path.name.endswith(WEIGHT_SUFFIXES) or path.name.endswith(".index.json"):
             continue
-        if path.name in ("generation_config.json", "tianji_run.json") or path.name.startswith("."):
+        if path.name in ("generation_config.json", MANIFEST_NAME) or path.name.startswith("."):
             continue
         shutil.copy2(path, dst / path.name)
 
@@ -493,7 +495,7 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
             if target is not None:
                 config["torch_dtype"] = TORCH_DTYPE_NAMES[target]
             write_json(tmp / "config.json", config)
-            template = template or template_name(*(p for p in (adapter_dir, base_dir) if p is not None))
+            template = template or trained_template(*(p for p in (adapter_dir, base_dir) if p is not None))
             write_json(tmp / "generation_config.json", generation_config(base_dir, tmp, template))
             manifest = model_manifest(adapter_dir if adapter_dir is not None else base_dir)
             if manifest or adapter_dir is not None:
@@ -501,7 +503,7 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
                 if adapter_dir is not None:
                     manifest["merged_from"] = {"base": str(base_dir.resolve()),
                                                "adapter": str(Path(adapter_dir).resolve()), "dtype": dtype}
-                write_json(tmp / "tianji_run.json", manifest)
+                write_manifest(tmp, manifest)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise UserError(f"{out_dir}: disk full while writing ({err.strerror}); nothing was left behind; "
