@@ -13,7 +13,7 @@ CONFIG ?=
 DATA ?=
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test test-fast test-gguf bench train pipeline configs doctor clean
+.PHONY: install system-deps lint demo test test-fast test-gguf bench train pipeline configs doctor clean
 
 install: $(STAMP)
 
@@ -40,8 +40,12 @@ $(SYSTEM_STAMP): | install
 demo: install
 	$(PY) -m tianji_ft demo $(if $(MODEL),--model $(MODEL))
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The layers of docs/architecture.md, held by import-linter (.importlinter).
+lint: install
+	$(VENV)/bin/lint-imports
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "convert_files": "pipeline", "process": "pipeline",
+    "convert_files": "records", "process": "records",
     "get_converter": "registry", "all_converters": "registry", "converter": "registry",
     "Rejected": "accounting", "Tally": "accounting", "NoRecordKept": "accounting",
     "record_problems": "schema", "iter_records": "schema", "write_records": "schema", "RecordWriter": "schema",
