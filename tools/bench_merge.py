@@ -55,7 +55,7 @@ def build_base(out: Path) -> int:
     from safetensors.torch import save_file
     from transformers import GenerationConfig, LlamaConfig
 
-    from tianji_ft.weights.merge import plan_shards
+    from tianji_ft.weights.safetensors_io import plan_shards
     from tianji_ft.models.tiny import ensure_tiny_model
 
     out.mkdir(parents=True)
@@ -96,7 +96,7 @@ def build_adapter(base: Path, out: Path) -> int:
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    from tianji_ft.weights.merge import read_weights
+    from tianji_ft.weights.safetensors_io import read_weights
 
     gen = torch.Generator().manual_seed(SEED + 1)
     tensors = {}
@@ -133,7 +133,7 @@ def max_abs_diff_vs_peft(base: Path, adapter: Path, outputs: dict[str, Path]) ->
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tianji_ft.weights.merge import read_weights
+    from tianji_ft.weights.safetensors_io import read_weights
 
     model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
     reference = PeftModel.from_pretrained(model, adapter).merge_and_unload().state_dict()

@@ -517,7 +517,7 @@ def test_merge_onto_a_disk_too_small_is_refused_before_writing(tmp_path, tiny_ll
 def test_merge_onto_a_disk_that_fills_up_midway_is_one_line_and_leaves_nothing(tmp_path, tiny_llama3,
                                                                                small_adapter, capsys, tree,
                                                                                refused, mount):
-    from tianji_ft.weights.merge import read_weights
+    from tianji_ft.weights.safetensors_io import read_weights
 
     base, adapter = merge_sources(tmp_path, tiny_llama3, small_adapter)
     inputs = tree(base.parent)

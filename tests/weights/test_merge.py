@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tianji_ft.cli import main
-from tianji_ft.weights.merge import from_f32, merge, read_weights, to_f32, write_model
+from tianji_ft.weights.merge import merge, write_model
+from tianji_ft.weights.safetensors_io import from_f32, read_weights, to_f32
 from tianji_ft.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

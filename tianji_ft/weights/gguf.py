@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tianji_ft.weights.merge import FLOAT_DTYPES, read_weights, to_f32
+from tianji_ft.weights.safetensors_io import FLOAT_DTYPES, read_weights, to_f32
 from tianji_ft.core.manifest import model_manifest
 from tianji_ft.core.templates import get_template, trained_template
 from tianji_ft.weights.modelfile import render_modelfile, stop_token_ids
