@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from tianji_ft.data import schema
+from tianji_ft.data import reader, writer
 from tianji_ft.data.accounting import Rejected, rejects_path
 from tianji_ft.data.records import convert_files, process
-from tianji_ft.data.schema import RecordWriter, iter_records
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.writer import RecordWriter
 from tianji_ft.data.sources import read_batches, read_rows
 from tianji_ft.data.split import split_file
 from tianji_ft.data.validate import validate_file
@@ -18,7 +19,7 @@ from tianji_ft.core.errors import UserError
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(schema, "_BLOCK", 256)  # many blocks from a small file
+    monkeypatch.setattr(reader, "_BLOCK", 256)  # many blocks from a small file
 
 
 def _lines(path):
@@ -117,28 +118,28 @@ def test_a_bad_line_in_a_later_block_names_its_line(tmp_path, small_blocks):
 
 
 def test_blocks_written_by_the_background_thread_keep_their_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(schema.Gather, "SIZE", 1000)
+    monkeypatch.setattr(writer.Gather, "SIZE", 1000)
     records = [{"conversation": [{"input": f"问{i}", "output": "答" * (i % 30 + 1)}]} for i in range(3000)]
     for name in ("o.jsonl", "o.json"):
-        assert schema.write_records(tmp_path / name, records) == 3000
+        assert writer.write_records(tmp_path / name, records) == 3000
         assert [r for _, r in iter_records(tmp_path / name)] == records
 
 
 def test_a_write_error_in_the_background_thread_is_raised_and_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(schema.Gather, "SIZE", 1000)
+    monkeypatch.setattr(writer.Gather, "SIZE", 1000)
 
     def full_disk(fh, parts):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(schema, "_write_all", full_disk)
+    monkeypatch.setattr(writer, "_write_all", full_disk)
     out = tmp_path / "o.jsonl"
     with pytest.raises(OSError, match="No space left"):
-        schema.write_records(out, ({"conversation": [{"input": "q", "output": "a" * 100}]} for _ in range(1000)))
+        writer.write_records(out, ({"conversation": [{"input": "q", "output": "a" * 100}]} for _ in range(1000)))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_write_error_in_the_rejects_file_leaves_neither_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(schema.Gather, "SIZE", 100)
+    monkeypatch.setattr(writer.Gather, "SIZE", 100)
     calls = []
 
     def full_disk(fh, parts):
@@ -147,7 +148,7 @@ def test_a_write_error_in_the_rejects_file_leaves_neither_file(tmp_path, monkeyp
             raise OSError(28, "No space left on device")
         fh.write(b"".join(parts))
 
-    monkeypatch.setattr(schema, "_write_all", full_disk)
+    monkeypatch.setattr(writer, "_write_all", full_disk)
     src = tmp_path / "in.jsonl"
     src.write_text("".join('{"input": "", "target": "%s"}\n' % ("x" * 50) for _ in range(200)))
     with pytest.raises(OSError, match="No space left"):
@@ -158,10 +159,10 @@ def test_a_write_error_in_the_rejects_file_leaves_neither_file(tmp_path, monkeyp
 def test_parse_lines_takes_odd_lines_one_by_one(tmp_path):
     lines = [b'\xef\xbb\xbf{"a": 1}\n', b"\n", b"  \r\n", b'{"n": NaN}\n', b"[2]\n",
              b'{"a": \n', b'{"a": 3}\n']
-    values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines)
+    values, err = reader.parse_lines(tmp_path / "x.jsonl", 1, lines)
     assert values[0] == {"a": 1} and values[1]["n"] != values[1]["n"] and values[2] == [2]  # NaN: the stdlib's
     assert str(err).startswith(f"{tmp_path / 'x.jsonl'}:6:") and "malformed JSON" in str(err)
-    values, err = schema.parse_lines(tmp_path / "x.jsonl", 1, lines[:5] + lines[6:])
+    values, err = reader.parse_lines(tmp_path / "x.jsonl", 1, lines[:5] + lines[6:])
     assert (len(values), values[-1], err) == (4, {"a": 3}, None)
 
 

@@ -8,7 +8,8 @@ from tianji_ft.data.accounting import Rejected
 from tianji_ft.data.converters import DOCTOR_PROMPT, ok_records, pair_messages
 from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import record_problems
 from tianji_ft.data.sources import read_rows
 from tianji_ft.core.errors import UserError
 

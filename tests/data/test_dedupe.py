@@ -2,7 +2,8 @@ import json
 
 from tianji_ft.data.accounting import rejects_path
 from tianji_ft.data.dedupe import dedupe_file, dedupe_records, normalise
-from tianji_ft.data.schema import iter_records, write_records
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.writer import write_records
 
 
 def rec(inp, out):

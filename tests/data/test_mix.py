@@ -6,7 +6,8 @@ import pytest
 from tianji_ft.data.accounting import rejects_path
 from tianji_ft.data.mix import Source, load_spec, mix
 from tianji_ft.data.registry import get_converter
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import record_problems
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.paths import DATA_DIR
 

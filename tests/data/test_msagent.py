@@ -7,7 +7,8 @@ import pytest
 from tianji_ft.data.accounting import Reject, Rejected
 from tianji_ft.data.msagent import msagent, parse_conversations, react_conversation
 from tianji_ft.data.records import convert_files
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import record_problems
 from tianji_ft.data.sources import read_rows
 
 

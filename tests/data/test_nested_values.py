@@ -9,7 +9,8 @@ import pytest
 from tianji_ft.data.accounting import Rejected, rejects_path
 from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
-from tianji_ft.data.schema import iter_records, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import record_problems
 
 NESTED = [{"答": "多休息"}, ["多休息", "多喝水"]]
 SYSTEM_MSG = '可用工具：{"name": "天气", "description": "查天气"}'

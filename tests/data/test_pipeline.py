@@ -4,7 +4,7 @@ import pytest
 
 from tianji_ft.data.accounting import Rejected, Tally, rejects_path
 from tianji_ft.data.records import convert_files, process
-from tianji_ft.data.schema import iter_records
+from tianji_ft.data.reader import iter_records
 from tianji_ft.core.errors import UserError
 
 

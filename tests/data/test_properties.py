@@ -23,7 +23,8 @@ from tianji_ft.data.accounting import NoRecordKept, rejects_path
 from tianji_ft.data.dedupe import dedupe_file
 from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters
-from tianji_ft.data.schema import iter_records, lone_surrogate, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import lone_surrogate, record_problems
 from tianji_ft.data.split import split_file
 from tianji_ft.data.validate import validate_files
 from tianji_ft.data.wishes import clean_file

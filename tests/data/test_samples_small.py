@@ -6,7 +6,7 @@ import pytest
 
 from tianji_ft.data.converters import guanaco, medqa
 from tianji_ft.data.msagent import msagent
-from tianji_ft.data.schema import iter_records
+from tianji_ft.data.reader import iter_records
 from tianji_ft.data.sources import read_rows
 from tianji_ft.data.validate import validate_files
 from tianji_ft.core.paths import PROJECT_ROOT

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from tianji_ft.data import schema
-from tianji_ft.data.schema import RecordWriter, iter_json_values, iter_records, record_problems, write_records
+from tianji_ft.data import reader
+from tianji_ft.data.reader import iter_json_values, iter_records
+from tianji_ft.data.schema import record_problems
+from tianji_ft.data.writer import RecordWriter, write_records
 from tianji_ft.core.errors import UserError
 
 GOOD = {"conversation": [{"system": "你是医生", "input": "头疼怎么办？", "output": "先休息。"},
@@ -65,13 +67,13 @@ def test_a_jsonl_file_holding_an_array_is_read_as_an_array(tmp_path):
 def test_values_cut_by_chunk_boundaries_are_read_whole(tmp_path, monkeypatch):
     records = [{"n": 10 ** 12 + i, "t": "中文" * (i % 7), "ok": True} for i in range(300)]
     path = _write(tmp_path, "a.json", json.dumps(records, ensure_ascii=False, indent=1))
-    real_init = schema._Scanner.__init__
+    real_init = reader._Scanner.__init__
 
     def tiny_chunks(self, fh, p):
         real_init(self, fh, p)
         self.chunk = 7
 
-    monkeypatch.setattr(schema._Scanner, "__init__", tiny_chunks)
+    monkeypatch.setattr(reader._Scanner, "__init__", tiny_chunks)
     assert [v for _, v in iter_json_values(path)] == records
 
 
@@ -143,8 +145,8 @@ def test_an_empty_json_output_is_an_empty_array(tmp_path):
 def test_a_failed_write_leaves_no_file(tmp_path):
     path = tmp_path / "out.jsonl"
     with pytest.raises(RuntimeError):
-        with RecordWriter(path) as writer:
-            writer.write(GOOD)
+        with RecordWriter(path) as records:
+            records.write(GOOD)
             raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
 

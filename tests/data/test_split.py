@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from tianji_ft.data.schema import iter_records, write_records
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.writer import write_records
 from tianji_ft.data.split import choose_test_records, split_file
 from tianji_ft.core.errors import UserError
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tianji_ft.data.schema import write_records
+from tianji_ft.data.writer import write_records
 from tianji_ft.data.stats import dataset_stats, format_stats, percentiles, plot_lengths
 from tianji_ft.core.errors import UserError
 

@@ -13,11 +13,12 @@ import pytest
 
 from tianji_ft.cli import main
 from tianji_ft.core.errors import UserError
-from tianji_ft.data import schema
+from tianji_ft.data import writer
 from tianji_ft.data.accounting import NoRecordKept, rejects_path
 from tianji_ft.data.dedupe import dedupe_file
 from tianji_ft.data.records import convert_files
-from tianji_ft.data.schema import iter_records, lone_surrogate, record_problems
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import lone_surrogate, record_problems
 from tianji_ft.data.split import split_file
 from tianji_ft.data.stats import dataset_stats
 from tianji_ft.data.validate import validate_files
@@ -252,7 +253,7 @@ def test_the_library_raises_no_record_kept_with_the_tally(tmp_path):
 # ---------------------------------------------------------- failed writes
 
 def _disk_full(monkeypatch, only=None):
-    real = schema._write_all
+    real = writer._write_all
 
     def write_all(fh, parts):
         name = os.readlink(f"/proc/self/fd/{fh.fileno()}")  # the temporary file: .OUT.xxxx.tmp
@@ -260,7 +261,7 @@ def _disk_full(monkeypatch, only=None):
             raise OSError(errno.ENOSPC, "No space left on device", name)
         return real(fh, parts)
 
-    monkeypatch.setattr(schema, "_write_all", write_all)
+    monkeypatch.setattr(writer, "_write_all", write_all)
 
 
 @pytest.mark.parametrize("only", [None, "out.jsonl", "rejects"])

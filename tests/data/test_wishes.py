@@ -5,7 +5,7 @@ import pytest
 
 from tianji_ft.data.accounting import Reject
 from tianji_ft.data.records import convert_files
-from tianji_ft.data.schema import iter_records
+from tianji_ft.data.reader import iter_records
 from tianji_ft.core.errors import UserError
 from tianji_ft.data.wishes import (DEFAULT_RULES, RULES, clean_file, clean_record, first_line, leading_punct,
                                    particle_after_punct, peer_pronoun, wrapping_quotes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tianji_ft.data.records import convert_files
-from tianji_ft.data.schema import iter_records
+from tianji_ft.data.reader import iter_records
 from tianji_ft.core.paths import PROJECT_ROOT
 
 FAMILY_TEMPLATE = {"internlm2": "internlm2_chat", "llama3": "llama3_chat"}

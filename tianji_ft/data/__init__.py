@@ -22,7 +22,7 @@ _EXPORTS = {
     "convert_files": "records", "process": "records",
     "get_converter": "registry", "all_converters": "registry", "converter": "registry",
     "Rejected": "accounting", "Tally": "accounting", "NoRecordKept": "accounting",
-    "record_problems": "schema", "iter_records": "schema", "write_records": "schema", "RecordWriter": "schema",
+    "record_problems": "schema", "iter_records": "reader", "write_records": "writer", "RecordWriter": "writer",
     "read_rows": "sources",
     "validate_files": "validate", "split_file": "split", "dedupe_file": "dedupe",
     "dataset_stats": "stats", "clean_file": "wishes",

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from tianji_ft.core.jsonfast import dumps_line, encodes
-from tianji_ft.data.schema import Gather, lone_surrogate, surrogate_problem
+from tianji_ft.data.schema import lone_surrogate, surrogate_problem
+from tianji_ft.data.writer import Gather
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
 from tianji_ft.core.outputs import Output

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from tianji_ft.data.accounting import Rejected, Tally
 from tianji_ft.core.jsonfast import dumps
 from tianji_ft.data.records import process
-from tianji_ft.data.schema import check_encoding, iter_records
+from tianji_ft.data.reader import check_encoding, iter_records
 
 _STRIP_TABLE: dict | None = None
 

@@ -35,7 +35,9 @@ from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally
                                        write_report)
 from tianji_ft.data.records import check_fields
 from tianji_ft.data.registry import get_converter
-from tianji_ft.data.schema import RecordWriter, check_encoding, check_output_path, show
+from tianji_ft.data.reader import check_encoding
+from tianji_ft.data.schema import show
+from tianji_ft.data.writer import check_output_path, RecordWriter
 from tianji_ft.data.sources import expand_sources, read_rows
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.outputs import check_outputs

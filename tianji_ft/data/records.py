@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterable, Iterator
 from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
                                        write_report)
 from tianji_ft.data.registry import get_converter
-from tianji_ft.data.schema import RecordWriter, check_encoding, check_output_path, iter_records, show
+from tianji_ft.data.reader import check_encoding, iter_records
+from tianji_ft.data.schema import show
+from tianji_ft.data.writer import check_output_path, RecordWriter
 from tianji_ft.data.sources import batched, expand_sources, read_batches
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.outputs import check_outputs

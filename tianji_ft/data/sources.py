@@ -17,7 +17,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tianji_ft.data.schema import check_encoding, encoding_error, is_jsonl, iter_records, jsonl_batches
+from tianji_ft.data.reader import check_encoding, encoding_error, is_jsonl, iter_records, jsonl_batches
 from tianji_ft.core.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm", ".xls")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tianji_ft.data.accounting import Tally, write_report
 from tianji_ft.core.jsonfast import fast_loads
-from tianji_ft.data.schema import (Gather, RecordWriter, check_encoding, is_jsonl, iter_records, line_blocks,
-                                   parse_lines)
+from tianji_ft.data.reader import check_encoding, is_jsonl, iter_records, line_blocks, parse_lines
+from tianji_ft.data.writer import Gather, RecordWriter
 from tianji_ft.core.fsio import atomic_open
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.outputs import Output, check_outputs

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tianji_ft.data.dedupe import exact_key
-from tianji_ft.data.schema import _SURROGATE, check_encoding, iter_records, record_problems, show
+from tianji_ft.data.reader import check_encoding, iter_records
+from tianji_ft.data.schema import _SURROGATE, record_problems, show
 from tianji_ft.core.errors import UserError
 
 PERCENTILES = (50, 90, 95, 99)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tianji_ft.data.schema import check_encoding, iter_records, record_problems, show
+from tianji_ft.data.reader import check_encoding, iter_records
+from tianji_ft.data.schema import record_problems, show
 from tianji_ft.core.errors import UserError
 
 

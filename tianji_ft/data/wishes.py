@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Iterator
 from tianji_ft.data.accounting import Reject, Tally
 from tianji_ft.data.converters import check_turn_texts, text_of
 from tianji_ft.data.registry import converter, rowwise
-from tianji_ft.data.schema import check_encoding, iter_records, record_problems
+from tianji_ft.data.reader import check_encoding, iter_records
+from tianji_ft.data.schema import record_problems
 from tianji_ft.data.sources import as_text
 from tianji_ft.core.errors import UserError
 

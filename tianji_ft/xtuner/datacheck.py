@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tianji_ft.core.errors import UserError
-from tianji_ft.data.schema import iter_json_values, record_problems
+from tianji_ft.data.reader import iter_json_values
+from tianji_ft.data.schema import record_problems
 from tianji_ft.xtuner.dataset_cache import resolve_data_files
 
 PROBLEMS_SHOWN = 3
