@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from tianji_ft.core.errors import StepFailed, UserError
 from tianji_ft.core.paths import DATA_DIR
+from tianji_ft.workflows.stages import Stages
 
 DEMO_DATA = DATA_DIR / "demo" / "wishes.jsonl"
 DEMO_CONFIG = "internlm2_chat_7b_qlora_wishes_e3"
@@ -28,27 +28,6 @@ TINY_TRAINING = dict(settings={"TIANJI_EPOCHS": "25", "TIANJI_LR": "2e-3", "TIAN
                                "TIANJI_SEED": "0"},
                      cfg_options=[])
 MAX_LOSS_RATIO = 0.2
-
-
-class Stages:
-    """Numbered stages, one status line each."""
-
-    def __init__(self, names: list[str], out=sys.stdout):
-        self.names, self.out, self.index = names, out, 0
-
-    def run(self, name: str, fn):
-        self.index += 1
-        label = f"[{self.index}/{len(self.names)}] {name:<8}"
-        start = time.monotonic()
-        try:
-            summary = fn()
-        except (StepFailed, UserError) as err:
-            print(f"{label} FAILED after {time.monotonic() - start:.1f}s: {err}", file=self.out, flush=True)
-            if isinstance(err, StepFailed):
-                raise
-            raise StepFailed(name, err.exit_code or 1, str(err)) from None
-        print(f"{label} {summary} ({time.monotonic() - start:.1f}s)", file=self.out, flush=True)
-        return summary
 
 
 def read_demo_records(path: Path) -> list[dict]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tianji_ft.core.manifest import read_manifest
-from tianji_ft.core.errors import StepFailed, UserError
+from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import write_json
+from tianji_ft.workflows.stages import Stages
 
 STAGES = ("data", "train", "convert", "merge", "evaluate", "export")
 STATE_FILE = "pipeline.json"
@@ -183,28 +182,19 @@ class Pipeline:
 
     def _run_stages(self) -> int:
         first, last = STAGES.index(self.req.start), STAGES.index(self.req.until)
-        for n, stage in enumerate(STAGES[: last + 1], 1):
-            label = f"[{n}/{last + 1}] {stage:<8}"
-            if n - 1 < first:
-                print(f"{label} before --from {self.req.start}, not run", file=self.out, flush=True)
+        stages = Stages(list(STAGES[: last + 1]), self.out)
+        for n, stage in enumerate(stages.names):
+            if n < first:
+                stages.say(stage, f"before --from {self.req.start}, not run")
                 continue
             fp = self.fingerprint(stage)
-            forced = n - 1 == first and self.req.start != STAGES[0]
+            forced = n == first and self.req.start != STAGES[0]
             if not forced and self.state.get(stage) == fp and self.outputs_exist(stage):
-                print(f"{label} up to date, skipped", file=self.out, flush=True)
+                stages.say(stage, "up to date, skipped")
                 continue
-            start = time.monotonic()
-            fn: Callable[[], str] = getattr(self, f"run_{stage}")
-            try:
-                summary = fn()
-            except (StepFailed, UserError) as err:
-                print(f"{label} FAILED: {err}", file=self.out, flush=True)
-                if isinstance(err, StepFailed):
-                    raise
-                raise StepFailed(stage, err.exit_code or 1, str(err)) from None
+            stages.run(stage, getattr(self, f"run_{stage}"))
             self.state[stage] = fp
             write_json(self.work_dir / STATE_FILE, self.state)
-            print(f"{label} {summary} ({time.monotonic() - start:.1f}s)", file=self.out, flush=True)
         return 0
 
 
