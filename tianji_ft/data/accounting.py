@@ -170,6 +170,24 @@ def write_report(path: str | Path | None, tally: Tally) -> None:
         write_json(path, tally.as_dict())
 
 
+def settle(writer, sink, tally: Tally) -> None:
+    """Inside the writers' ``with``: count what was written, check every row is accounted for,
+    drop an empty output, and have both files written out before either is renamed into place."""
+    tally.written = writer.count
+    tally.check()
+    if not tally.written:
+        writer.discard()
+    writer.finish()
+    sink.finish()
+
+
+def report_kept(report: str | Path | None, tally: Tally, out: str | Path, rejects: str | Path | None) -> None:
+    """After the writers closed: the ``--report``, then :class:`NoRecordKept` when nothing was kept."""
+    write_report(report, tally)
+    if not tally.written:
+        raise NoRecordKept(out, tally, rejects)
+
+
 def outputs_of(out: str | Path, report: str | Path | None = None) -> list[Output]:
     """What a converting command writes: OUT, its rejects file, and ``--report``."""
     return [Output(out, "-o"), Output(rejects_path(out), "rejects file"), Output(report, "--report")]

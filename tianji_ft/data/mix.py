@@ -31,8 +31,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
-from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
-                                       write_report)
+from tianji_ft.data.accounting import (RejectSink, Rejected, Tally, outputs_of, rejects_path, report_kept,
+                                       screened, settle)
 from tianji_ft.data.records import check_fields
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.reader import check_encoding
@@ -231,15 +231,8 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
         with RecordWriter(out) as writer:  # pass 2: write the chosen ones, interleaved
             for i in order:
                 writer.write(next(streams[i]))
-            tally.written = writer.count
-            tally.check()
-            if not tally.written:
-                writer.discard()
-            writer.finish()  # both files written out before either is renamed into place
-            sink.finish()
-    write_report(report, tally)
-    if not tally.written:
-        raise NoRecordKept(out, tally, rejects_path(out))
+            settle(writer, sink, tally)
+    report_kept(report, tally, out, rejects_path(out))
     return tally, out
 
 

@@ -16,8 +16,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from tianji_ft.data.accounting import (NoRecordKept, RejectSink, Rejected, Tally, outputs_of, rejects_path, screened,
-                                       write_report)
+from tianji_ft.data.accounting import (RejectSink, Rejected, Tally, outputs_of, rejects_path, report_kept,
+                                       screened, settle)
 from tianji_ft.data.registry import get_converter
 from tianji_ft.data.reader import check_encoding, iter_records
 from tianji_ft.data.schema import show
@@ -116,15 +116,8 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
         if origins:
             raise AssertionError("the transform yielded fewer results than it read rows")
         tally.read = read
-        tally.written = writer.count
-        tally.check()
-        if not tally.written:
-            writer.discard()
-        writer.finish()  # both files written out before either is renamed into place
-        sink.finish()
-    write_report(report, tally)
-    if not tally.written:
-        raise NoRecordKept(out, tally, rejects)
+        settle(writer, sink, tally)
+    report_kept(report, tally, out, rejects)
     return tally
 
 
