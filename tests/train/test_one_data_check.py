@@ -86,9 +86,10 @@ def test_the_pipeline_data_stage_uses_the_same_check(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     good = write_case(tmp_path, "good.jsonl")
-    req = PipelineRequest(config=FIXTURE_CONFIG, model=str(model), data=[str(good)], work_dir=str(tmp_path / "wd"))
+    req = PipelineRequest(launcher.TrainRequest(config=FIXTURE_CONFIG, model=str(model), data=[str(good)],
+                                                work_dir=str(tmp_path / "wd")))
     assert Pipeline(req).run_data().startswith("2 record(s) valid")
     bad = write_case(tmp_path, "empty_output.jsonl")
-    req.data = [str(bad)]
+    req.train.data = [str(bad)]
     with pytest.raises(UserError, match=r"1 bad record\(s\) of 2 .*:1: turn 0: empty 'output'"):
         Pipeline(req).run_data()

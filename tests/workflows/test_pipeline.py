@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import shutil
-from pathlib import Path
 
 import pytest
 from helpers import FIXTURES
 
+from tianji_ft.train.train import TrainRequest
 from tianji_ft.workflows.pipeline import PipelineRequest, run_pipeline
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.paths import PROJECT_ROOT
@@ -20,8 +20,9 @@ SETTINGS = {"TIANJI_EPOCHS": "1", "TIANJI_MAX_LENGTH": "128", "TIANJI_ACCUM": "1
 def request(tmp_path, data, **kw):
     from tianji_ft.models.tiny import ensure_tiny_model
 
-    return PipelineRequest(config=FIXTURE_CONFIG, model=str(ensure_tiny_model("internlm2")), data=[str(data)],
-                           work_dir=str(tmp_path / "wd"), deepspeed="none", settings=dict(SETTINGS), **kw)
+    train = TrainRequest(config=FIXTURE_CONFIG, model=str(ensure_tiny_model("internlm2")), data=[str(data)],
+                         work_dir=str(tmp_path / "wd"), deepspeed="none", settings=dict(SETTINGS))
+    return PipelineRequest(train, **kw)
 
 
 def lines(out: io.StringIO) -> dict[str, str]:

@@ -23,10 +23,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from tianji_ft.train.train import TrainRequest
     from tianji_ft.workflows.pipeline import PipelineRequest, run_pipeline
 
-    settings = config_settings_env(args)
-    return run_pipeline(PipelineRequest(
-        config=args.config, model=args.model, data=args.data, work_dir=args.work_dir, tiny=args.tiny,
-        deepspeed=args.deepspeed, settings=settings, cfg_options=args.sets, export_quant=args.export_quant,
-        start=args.start, until=args.until))
+    train = TrainRequest(config=args.config, model=args.model, data=args.data, work_dir=args.work_dir,
+                         tiny=args.tiny, deepspeed=args.deepspeed, settings=config_settings_env(args),
+                         cfg_options=args.sets)
+    return run_pipeline(PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tianji_ft.core.manifest import read_manifest
+from tianji_ft.train.train import TrainRequest
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import write_json
 from tianji_ft.workflows.stages import Stages
@@ -28,14 +29,7 @@ DEPENDS = {"train": "data", "convert": "train", "merge": "convert", "evaluate": 
 
 @dataclass
 class PipelineRequest:
-    config: str
-    model: str | None = None
-    data: list[str] = field(default_factory=list)
-    work_dir: str | None = None
-    tiny: bool = False
-    deepspeed: str | None = None
-    settings: dict[str, str] = field(default_factory=dict)
-    cfg_options: list[str] = field(default_factory=list)
+    train: TrainRequest  # the training stage's request; the other stages follow from its work dir
     export_quant: str | None = None  # None: no export stage
     start: str = "data"  # --from
     until: str = "export"  # --until
@@ -56,12 +50,10 @@ def _dir_fingerprint(path: Path) -> list:
 
 class Pipeline:
     def __init__(self, req: PipelineRequest, out=sys.stdout):
-        from tianji_ft.train.train import TrainRequest, plan
+        from tianji_ft.train.train import plan
 
         self.req, self.out = req, out
-        self.train_req = TrainRequest(config=req.config, model=req.model, data=list(req.data),
-                                      work_dir=req.work_dir, tiny=req.tiny, deepspeed=req.deepspeed,
-                                      settings=dict(req.settings), cfg_options=list(req.cfg_options))
+        self.train_req = req.train
         self.plan = plan(self.train_req)
         self.work_dir: Path = self.plan["work_dir"]
         self.paths = {"adapter": self.work_dir / "hf_adapter", "merged": self.work_dir / "merged",
