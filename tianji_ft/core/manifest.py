@@ -21,11 +21,11 @@ TRACKED_PACKAGES = ("tianji_ft", "torch", "transformers", "xtuner", "mmengine", 
                     "bitsandbytes", "datasets", "accelerate")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names=TRACKED_PACKAGES) -> dict[str, str | None]:
     from importlib import metadata
 
     versions = {}
-    for name in TRACKED_PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

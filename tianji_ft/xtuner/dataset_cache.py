@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.manifest import package_versions
 from tianji_ft.core.fsio import sha256_file
 from tianji_ft.core.paths import cache_dir as user_cache_dir
 
@@ -92,15 +93,8 @@ def key_of(parts: dict) -> str:
 
 def cache_key_parts(process_kwargs: dict, seed: int) -> dict:
     """Everything the packed dataset depends on, as JSON-able values."""
-    from importlib import metadata
-
     options = {k: describe(v) for k, v in process_kwargs.items() if k not in ("dataset", "tokenizer")}
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(VERSIONED_PACKAGES)
     return {
         "format": CACHE_FORMAT,
         "data": data_fingerprint(process_kwargs["dataset"]),
