@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import importlib
 import inspect
 import json
 import os
