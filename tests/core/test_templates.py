@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tianji_ft.chat.prompting import bos_text, detect_template
+from tianji_ft.core.templates import bos_text, detect_template
 from tianji_ft.core.templates import TEMPLATE_KEYS, TEMPLATES, get_template, split_messages
 from tianji_ft.core.errors import UserError
 

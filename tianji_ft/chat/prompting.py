@@ -13,17 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tianji_ft.core.templates import TEMPLATES, PromptTemplate, get_template, split_messages
+from tianji_ft.core.templates import TEMPLATES, PromptTemplate, bos_text, detect_template, get_template, split_messages
 from tianji_ft.core.manifest import model_manifest
 from tianji_ft.core.errors import UserError
 
 TOKENIZER_TEMPLATE = "tokenizer"  # render with tokenizer.apply_chat_template
-_PROBE = [
-    {"role": "system", "content": "系统提示"},
-    {"role": "user", "content": "你好"},
-    {"role": "assistant", "content": "你好！有什么可以帮你？"},
-    {"role": "user", "content": "再见"},
-]
 
 
 @dataclass
@@ -61,37 +55,6 @@ class Prompter:
         if self.template is None:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.template.render(messages, bos=self.bos)
-
-
-def bos_text(tokenizer) -> str:
-    """The BOS token's text when the tokenizer adds one by itself, else ''.
-
-    XTuner encodes the first turn with special tokens on; rendering BOS as
-    text and encoding without them gives the same ids and lets one string be
-    compared with the tokenizer's chat template.
-    """
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    if bos_id is None:
-        return ""
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return tokenizer.bos_token if ids and ids[0] == bos_id else ""
-
-
-def detect_template(tokenizer) -> str | None:
-    """The XTuner template whose rendering equals the tokenizer's chat template, if any."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    bos = bos_text(tokenizer)
-    for probe in (_PROBE, _PROBE[1:]):
-        try:
-            expected = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-        except Exception:  # templates that reject a system turn raise from jinja
-            continue
-        for name in TEMPLATES:
-            template = get_template(name)
-            if template.render(probe, bos=bos) == expected or template.render(probe) == expected:
-                return name
-    return None
 
 
 def read_model_manifest(model: str | Path, adapter: str | Path | None = None) -> dict | None:

@@ -62,6 +62,13 @@ TEMPLATES: dict[str, dict] = {
     ),
 }
 TEMPLATE_KEYS = ("SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS")
+# A conversation rendered by both a tokenizer's chat template and ours, to tell which of ours it is.
+_PROBE = [
+    {"role": "system", "content": "系统提示"},
+    {"role": "user", "content": "你好"},
+    {"role": "assistant", "content": "你好！有什么可以帮你？"},
+    {"role": "user", "content": "再见"},
+]
 # The families we train, tried first when a vocabulary is all there is to go by.
 DETECT_FIRST = ("internlm2_chat", "llama3_chat", "internlm_chat")
 
@@ -135,6 +142,38 @@ def _vocab_has(model_dir: Path, token: str) -> bool:
         if path.is_file() and json.dumps(token)[1:-1] in path.read_text(encoding="utf-8"):
             return True
     return False
+
+
+def bos_text(tokenizer) -> str:
+    """The BOS token's text when the tokenizer adds one by itself, else ''.
+
+    XTuner encodes the first turn with special tokens on; rendering BOS as
+    text and encoding without them gives the same ids and lets one string be
+    compared with the tokenizer's chat template.
+    """
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return ""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return tokenizer.bos_token if ids and ids[0] == bos_id else ""
+
+
+def detect_template(tokenizer) -> str | None:
+    """The XTuner template whose rendering equals a loaded tokenizer's chat template, if any
+    (:func:`trained_template` tells from a model folder's files alone)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    bos = bos_text(tokenizer)
+    for probe in (_PROBE, _PROBE[1:]):
+        try:
+            expected = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        except Exception:  # templates that reject a system turn raise from jinja
+            continue
+        for name in TEMPLATES:
+            template = get_template(name)
+            if template.render(probe, bos=bos) == expected or template.render(probe) == expected:
+                return name
+    return None
 
 
 def trained_template(*model_dirs: str | Path) -> str | None:
