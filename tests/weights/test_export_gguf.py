@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tianji_ft.cli import main
@@ -137,16 +139,110 @@ def test_cli_export_prints_the_ollama_commands(llama3_merged, tmp_path, capsys):
     assert (tmp_path / "out" / "tianji-wishes-q8_0.gguf").is_file()
 
 
-def test_internlm2_prints_the_lmdeploy_command_and_writes_nothing(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def internlm2_merged(tmp_path_factory):
+    """The tiny InternLM2 as merge writes it (safetensors, tokenizer, manifest with a system prompt)."""
     from tianji_ft.models.tiny import ensure_tiny_model
+    from tianji_ft.weights.merge import write_model
 
-    model = ensure_tiny_model("internlm2")
-    code = main(["export", "ollama", str(model), "-o", str(tmp_path / "out")])
-    captured = capsys.readouterr()
-    assert code == 2 and f"lmdeploy serve api_server {model}" in captured.out
-    assert "convert_hf_to_gguf.py" in captured.out
-    assert captured.err.strip().count("\n") == 0 and "llama.cpp's own converter" in captured.err
-    assert not (tmp_path / "out").exists()
+    base = tmp_path_factory.mktemp("i2base") / "internlm2"
+    shutil.copytree(ensure_tiny_model("internlm2"), base)
+    (base / "tianji_run.json").write_text(json.dumps(
+        {"template": "internlm2_chat", "family": "internlm2", "system": "你是送祝福大师", "lora": True},
+        ensure_ascii=False), encoding="utf-8")
+    return write_model(base, tmp_path_factory.mktemp("i2merged") / "internlm2-tianji")
+
+
+@pytest.fixture(scope="module")
+def internlm2_exports(internlm2_merged, tmp_path_factory):
+    out = tmp_path_factory.mktemp("i2ollama")
+    return {q: export_ollama(internlm2_merged, out / q, quant=q) for q in ("f16", "q8_0")}
+
+
+def wqkv_split_as_the_modeling_code_does(wqkv, config):
+    """q, k, v weights from InternLM2's fused wqkv, following modeling_internlm2.py's
+    rearrange "b q (h gs d) -> b q h gs d" with gs = 2 + q heads per kv head: for each kv head h,
+    its q heads, then its k head, then its v head."""
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    d = config["hidden_size"] // n_head
+    gs = 2 + n_head // n_kv
+    rows = {"q": [], "k": [], "v": []}
+    for h in range(n_kv):
+        base = h * gs * d
+        for j in range(gs - 2):
+            rows["q"].append(wqkv[base + j * d: base + (j + 1) * d])
+        rows["k"].append(wqkv[base + (gs - 2) * d: base + (gs - 1) * d])
+        rows["v"].append(wqkv[base + (gs - 1) * d: base + gs * d])
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_internlm2_gguf_has_the_architecture_split_attention_vocabulary_and_stop(internlm2_exports,
+                                                                               internlm2_merged, quant):
+    import gguf
+
+    config = json.loads((internlm2_merged / "config.json").read_text(encoding="utf-8"))
+    reader = gguf.GGUFReader(internlm2_exports[quant].gguf)
+    fields = {k: f.contents() for k, f in reader.fields.items() if k != "tokenizer.ggml.merges"}
+    assert fields["general.architecture"] == "internlm2"
+    assert fields["internlm2.block_count"] == config["num_hidden_layers"]
+    assert fields["internlm2.attention.head_count_kv"] == config["num_key_value_heads"]
+    assert fields["internlm2.context_length"] == config["max_position_embeddings"]
+    tensors = {t.name: t for t in reader.tensors}
+    assert len(tensors) == 3 + config["num_hidden_layers"] * 9  # wqkv became three tensors
+    weights = hf_weights(internlm2_merged)
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    split = wqkv_split_as_the_modeling_code_does(weights["model.layers.1.attention.wqkv.weight"], config)
+    want = {"q": permute(split["q"], n_head), "k": permute(split["k"], n_kv), "v": split["v"]}
+    for part, values in want.items():
+        tensor = tensors[f"blk.1.attn_{part}.weight"]
+        assert tuple(tensor.shape[::-1]) == values.shape
+        got = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(values.shape)
+        tolerance = 1e-3 if quant == "f16" else 0.02  # q8_0: 8-bit blocks of 32 with an f16 scale
+        assert np.abs(got - values).max() <= tolerance * np.abs(values).max(), part
+    assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
+    assert tensors["token_embd.weight"].tensor_type.name == ("F16" if quant == "f16" else "Q8_0")
+    tokenizer = json.loads((internlm2_merged / "tokenizer.json").read_text(encoding="utf-8"))
+    added = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    assert len(fields["tokenizer.ggml.tokens"]) == config["vocab_size"]
+    assert fields["tokenizer.ggml.bos_token_id"] == added["<s>"] and fields["tokenizer.ggml.eos_token_id"] == added["</s>"]
+    assert fields["tokenizer.ggml.eot_token_id"] == added["<|im_end|>"]
+    tokens = fields["tokenizer.ggml.tokens"]
+    for special in ("<|im_start|>", "<|im_end|>", "<|action_start|>", "<|interpreter|>"):
+        assert tokens[added[special]] == special
+        assert fields["tokenizer.ggml.token_type"][added[special]] == gguf.TokenType.CONTROL
+
+
+def test_internlm2_modelfile_renders_the_trained_text_with_the_runs_system_prompt(internlm2_exports):
+    text = internlm2_exports["f16"].modelfile.read_text(encoding="utf-8")
+    spec = TEMPLATES["internlm2_chat"]
+    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    trained = (spec["SYSTEM"].format(system="你是送祝福大师") + spec["INSTRUCTION"].format(input="祝姐姐生日快乐")
+               + "生日快乐！" + spec["SUFFIX"] + spec["SEP"])
+    assert render_go(template, "你是送祝福大师", "祝姐姐生日快乐", "生日快乐！") == trained
+    assert 'SYSTEM """你是送祝福大师"""' in text and 'PARAMETER stop "<|im_end|>"' in text.splitlines()
+    assert text.startswith(f"FROM ./{internlm2_exports['f16'].gguf.name}\n")
+
+
+def test_an_architecture_or_tokenizer_it_cannot_write_is_one_line_and_leaves_nothing(internlm2_merged, tmp_path,
+                                                                                  capsys):
+    other = tmp_path / "gpt2"
+    shutil.copytree(internlm2_merged, other)
+    config = json.loads((other / "config.json").read_text(encoding="utf-8"))
+    (other / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))
+    assert main(["export", "ollama", str(other), "-o", str(tmp_path / "out1")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GPT2LMHeadModel is not exported here" in err
+    odd = tmp_path / "odd_tokenizer"
+    shutil.copytree(internlm2_merged, odd)
+    tokenizer = json.loads((odd / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["pre_tokenizer"] = {"type": "Whitespace"}
+    (odd / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    assert main(["export", "ollama", str(odd), "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not Llama-3's byte-level BPE pre-tokenizer" in err
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_an_adapter_folder_is_refused_in_one_line(llama3_adapter, tmp_path, capsys):
@@ -155,19 +251,40 @@ def test_an_adapter_folder_is_refused_in_one_line(llama3_adapter, tmp_path, caps
     assert code == 2 and "\n" not in err and "no config.json" in err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
-def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3_merged):
-    llama_cpp = pytest.importorskip("llama_cpp", exc_type=ImportError, reason=(
+def llama_cpp_or_skip():
+    return pytest.importorskip("llama_cpp", exc_type=ImportError, reason=(
         "llama-cpp-python is not importable; .venv/bin/pip install llama-cpp-python==0.3.36 (builds llama.cpp)"))
+
+
+def transformers_at_f16(model_dir: Path):
+    """The model as an f16 GGUF stores it: matrices rounded to f16, norms kept in f32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(llama3_merged)
-    model = AutoModelForCausalLM.from_pretrained(llama3_merged, torch_dtype=torch.float32)
-    with torch.no_grad():  # the weights as the f16 GGUF stores them
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, trust_remote_code=True)
+    with torch.no_grad():
         for param in model.parameters():
             if param.dim() == 2:
                 param.copy_(param.half().float())
+    return tokenizer, model
+
+
+def modelfile_prompt(modelfile: Path, prompt: str) -> str:
+    """The text Ollama sends the model for one user turn, from the Modelfile's own TEMPLATE."""
+    template = modelfile.read_text(encoding="utf-8").split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    return render_go(template, "", prompt, "").removesuffix(render_go(template, "", "", ""))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama3", "internlm2"])
+def test_llama_cpp_generates_the_greedy_tokens_transformers_does(family, request):
+    llama_cpp = llama_cpp_or_skip()
+    import torch
+
+    exports = request.getfixturevalue("exports" if family == "llama3" else "internlm2_exports")
+    model_dir = request.getfixturevalue("llama3_merged" if family == "llama3" else "internlm2_merged")
+    tokenizer, model = transformers_at_f16(model_dir)
     llm = llama_cpp.Llama(model_path=str(exports["f16"].gguf), n_ctx=256, n_threads=1, verbose=False)
     try:
         for prompt in PROMPTS:
@@ -175,6 +292,9 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+            # What Ollama renders from the Modelfile is the same text, BOS aside.
+            assert llm.tokenize(modelfile_prompt(exports["f16"].modelfile, prompt).encode(), add_bos=True,
+                                special=True) == ids
             want = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
             got = []
@@ -185,6 +305,28 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(exports, llama3
             assert got == want, prompt
     finally:
         llm.close()
+
+
+@pytest.mark.slow
+def test_llama_cpp_logits_of_the_q8_0_internlm2_are_close(internlm2_exports, internlm2_merged):
+    llama_cpp = llama_cpp_or_skip()
+    import torch
+
+    tokenizer, model = transformers_at_f16(internlm2_merged)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0, -1].numpy()
+    llm = llama_cpp.Llama(model_path=str(internlm2_exports["q8_0"].gguf), n_ctx=256, n_threads=1, verbose=False,
+                          logits_all=True)
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[len(ids) - 1])
+    finally:
+        llm.close()
+    # q8_0 keeps 8 bits per weight (blocks of 32 with an f16 scale): logits within 5% of their spread,
+    # and the same greedy choice.
+    assert np.abs(got - want).max() <= 0.05 * (want.max() - want.min())
+    assert int(got.argmax()) == int(want.argmax())
 
 
 def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_path, monkeypatch):

@@ -23,14 +23,9 @@ def register(sub) -> None:
 
 
 def run_ollama(args) -> int:
-    from tianji_ft.weights.gguf import OtherConverterNeeded, export_ollama
+    from tianji_ft.weights.gguf import export_ollama
 
-    try:
-        result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name,
-                               overwrite=args.overwrite)
-    except OtherConverterNeeded as err:
-        print(err.commands)
-        raise
+    result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name, overwrite=args.overwrite)
     print(f"wrote {result.gguf} and {result.modelfile}")
     print(f"next: cd {result.modelfile.parent} && ollama create {result.name} -f Modelfile && ollama run {result.name}")
     return 0

@@ -1,14 +1,15 @@
-"""A Llama-family Hugging Face model -> GGUF (f16 / q8_0 / q5_1) + an Ollama Modelfile.
+"""A Llama-family or InternLM2 Hugging Face model -> GGUF (f16 / q8_0 / q5_1) + an Ollama Modelfile.
 
 Written with the ``gguf`` package (llama.cpp's own Python library) the way
-llama.cpp's ``convert_hf_to_gguf.py`` writes Llama models: q/k rows permuted
-for llama.cpp's rotary layout, norms in f32, the byte-level BPE vocabulary
-with the Llama-3 pre-tokenizer, and the special tokens and chat template
-from the tokenizer config. Tensors are read, converted and written a slice of
-rows at a time, so memory stays near one slice whatever the model size.
-
-InternLM2 checkpoints (fused ``wqkv``) need llama.cpp's own converter; for
-them the export stops and prints the commands to use instead.
+llama.cpp's ``convert_hf_to_gguf.py`` writes these models: q/k rows permuted
+for llama.cpp's rotary layout, norms in f32, the vocabulary (byte-level BPE
+with the Llama-3 pre-tokenizer, or a SentencePiece ``tokenizer.model`` with
+scores and token types) and the special tokens and chat template from the
+tokenizer config. InternLM2's fused ``wqkv`` is split into q, k and v per
+key/value group, as llama.cpp's converter splits it for grouped-query
+attention. Tensors are read, converted and written a slice of rows at a
+time (a split or permuted matrix one tensor at a time), so memory stays near
+one tensor whatever the model size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tianji_ft.weights.safetensors_io import FLOAT_DTYPES, read_weights, to_f32
 from tianji_ft.core.manifest import model_manifest
@@ -29,6 +31,8 @@ from tianji_ft.core.fsio import atomic_dir
 from tianji_ft.core.outputs import Output, check_outputs
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
+# Hugging Face architecture -> llama.cpp architecture written here.
+ARCHITECTURES = {**{name: "llama" for name in LLAMA_ARCHITECTURES}, "InternLM2ForCausalLM": "internlm2"}
 SLICE_ELEMENTS = 8 << 20
 
 
@@ -41,14 +45,6 @@ def _quant_types():
             "q5_1": (Q.Q5_1, F.MOSTLY_Q5_1)}
 
 
-class OtherConverterNeeded(UserError):
-    """The model is fine, but not a family this exporter writes; ``commands`` says what to run."""
-
-    def __init__(self, message: str, commands: str):
-        super().__init__(message)
-        self.commands = commands
-
-
 @dataclass
 class Export:
     gguf: Path
@@ -58,20 +54,6 @@ class Export:
 
 def ollama_name(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._") or "model"
-
-
-def _refuse_internlm2(model_dir: Path, out_dir: Path, name: str) -> None:
-    commands = "\n".join([
-        "# serve it now with lmdeploy (OpenAI-compatible API on port 23333):",
-        f"lmdeploy serve api_server {model_dir} --model-name {name} --server-port 23333",
-        "# or chat with it in the terminal:",
-        f"lmdeploy chat {model_dir}",
-        "# for Ollama, convert with llama.cpp's own script, then use a Modelfile as export writes for Llama:",
-        f"python llama.cpp/convert_hf_to_gguf.py {model_dir} --outtype f16 --outfile {out_dir}/{name}-f16.gguf",
-    ])
-    raise OtherConverterNeeded(
-        f"{model_dir}: InternLM2 weights need llama.cpp's own converter (convert_hf_to_gguf.py), not the gguf "
-        f"package; serve it with: lmdeploy serve api_server {model_dir} --model-name {name}", commands)
 
 
 def _permute_rows(weights, n_head: int):
@@ -114,21 +96,18 @@ def _rope_freqs(config: dict):
     return np.array(out, dtype=np.float32)
 
 
-def _vocab(model_dir: Path, vocab_size: int):
+def _bpe_vocab(model_dir: Path, vocab_size: int):
     """(tokens, token types) as llama.cpp's converter builds them for a GPT-2-style BPE vocabulary."""
     import gguf
 
     from tianji_ft.models.tiny import LLAMA3_SPLIT
 
     path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{model_dir}: no tokenizer.json; a SentencePiece (tokenizer.model) Llama needs "
-                        "llama.cpp's convert_hf_to_gguf.py")
     data = json.loads(path.read_text(encoding="utf-8"))
     pre = data.get("pre_tokenizer") or {}
     splits = [p.get("pattern", {}).get("Regex") for p in pre.get("pretokenizers", [pre]) if p.get("type") == "Split"]
     if data.get("model", {}).get("type") != "BPE" or LLAMA3_SPLIT not in splits:
-        raise UserError(f"{path}: not Llama-3's byte-level BPE pre-tokenizer, which is the one written here; "
+        raise UserError(f"{path}: not Llama-3's byte-level BPE pre-tokenizer, which is the BPE one written here; "
                         "convert with llama.cpp's convert_hf_to_gguf.py")
     reverse = {i: t for t, i in data["model"]["vocab"].items()}
     added = {t["id"]: t for t in data.get("added_tokens", [])}
@@ -142,11 +121,144 @@ def _vocab(model_dir: Path, vocab_size: int):
         token = reverse[i]
         tokens.append(token)
         if i in added:
-            special = added[i].get("special") or (token.startswith("<|") and token.endswith("|>"))
-            types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+            types.append(gguf.TokenType.CONTROL if _special(added[i]) else gguf.TokenType.USER_DEFINED)
         else:
             types.append(gguf.TokenType.NORMAL)
     return tokens, types
+
+
+def _special(added: dict) -> bool:
+    token = added.get("content", "")
+    return bool(added.get("special")) or (token.startswith("<|") and token.endswith("|>"))
+
+
+def _spm_vocab(model_dir: Path, vocab_size: int):
+    """(tokens, scores, token types, add space prefix) from a SentencePiece ``tokenizer.model``, as
+    llama.cpp's converter reads InternLM2's: the tokenizer config's added tokens override their slots."""
+    import gguf
+
+    try:
+        from sentencepiece import SentencePieceProcessor
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise UserError("the sentencepiece package is needed for a tokenizer.model vocabulary: "
+                        "pip install sentencepiece") from None
+    path = model_dir / "tokenizer.model"
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    sp = SentencePieceProcessor(model_file=str(path))
+    tokens, scores, types = [], [], []
+    for i in range(vocab_size):
+        if i >= sp.vocab_size():
+            tokens.append(f"[PAD{i}]")
+            scores.append(-1000.0)
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        piece = sp.id_to_piece(i)
+        # llama.cpp reads a piece that is one NUL byte as an empty string; its converter renames it too
+        tokens.append("🐉" if piece == "\x00" else piece)
+        scores.append(sp.get_score(i))
+        types.append(gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
+                     else gguf.TokenType.UNUSED if sp.is_unused(i) else gguf.TokenType.BYTE if sp.is_byte(i)
+                     else gguf.TokenType.NORMAL)
+    config_path = model_dir / "tokenizer_config.json"
+    decoder = json.loads(config_path.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) \
+        if config_path.is_file() else {}
+    for key, added in decoder.items():
+        i = int(key)
+        if i < vocab_size:
+            tokens[i], scores[i] = added["content"], -1000.0
+            types[i] = gguf.TokenType.CONTROL if _special(added) else gguf.TokenType.USER_DEFINED
+    return tokens, scores, types, proto.normalizer_spec.add_dummy_prefix
+
+
+def _write_vocab(writer, model_dir: Path, vocab_size: int) -> int:
+    """The tokenizer into ``writer``; returns the number of tokens written."""
+    import gguf
+
+    if (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
+        tokens, types = _bpe_vocab(model_dir, vocab_size)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("llama-bpe")
+        load_merges = True
+    elif (model_dir / "tokenizer.model").is_file():
+        tokens, scores, types, space_prefix = _spm_vocab(model_dir, vocab_size)
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_scores(scores)
+        writer.add_add_space_prefix(space_prefix)
+        load_merges = False
+    else:
+        raise UserError(f"{model_dir}: no tokenizer.json or tokenizer.model; export the folder tianji-ft merge or "
+                        "convert wrote (it copies the tokenizer)")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(model_dir, load_merges=load_merges, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    return len(tokens)
+
+
+@dataclass
+class Derived:
+    """A tensor computed from stored ones (a slice of InternLM2's ``wqkv``), made whole when written."""
+
+    shape: tuple
+    make: Callable[[], object]  # -> float32 ndarray of ``shape``
+
+
+def _wqkv_parts(entry, config: dict) -> dict[str, Derived]:
+    """q, k and v of a fused ``wqkv``: per key/value group its q heads, then one k head and one v head
+    (InternLM2's layout), with q and k permuted for llama.cpp's rotary layout."""
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    hidden = config["hidden_size"]
+    head_dim, q_per_kv = hidden // n_head, n_head // n_kv
+
+    def grouped():
+        values = to_f32(entry.read_raw(0, entry.rows()), entry.dtype).reshape(n_kv, q_per_kv + 2, head_dim, -1)
+        return values
+
+    def q():
+        return _permute_rows(grouped()[:, :q_per_kv].reshape(n_head * head_dim, -1), n_head)
+
+    def k():
+        return _permute_rows(grouped()[:, q_per_kv].reshape(n_kv * head_dim, -1), n_kv)
+
+    def v():
+        return grouped()[:, q_per_kv + 1].reshape(n_kv * head_dim, -1)
+
+    cols = entry.shape[1]
+    return {"wq": Derived((n_head * head_dim, cols), q), "wk": Derived((n_kv * head_dim, cols), k),
+            "wv": Derived((n_kv * head_dim, cols), v)}
+
+
+def _tensor_plan(model_dir: Path, arch: str, config: dict, qtype) -> list:
+    """(gguf name, stored entry or Derived or array, heads to permute, type) for every tensor written."""
+    import gguf
+
+    n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    gguf_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "internlm2": gguf.MODEL_ARCH.INTERNLM2}[arch]
+    names = gguf.get_tensor_name_map(gguf_arch, config["num_hidden_layers"])
+    plan = []
+    scaling = config.get("rope_scaling") or {}
+    if scaling.get("rope_type", scaling.get("type")) == "llama3":
+        plan.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _rope_freqs(config), 0,
+                     gguf.GGMLQuantizationType.F32))
+    for hf_name, entry in read_weights(model_dir).items():
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        if entry.dtype not in FLOAT_DTYPES:
+            raise UserError(f"{model_dir}: tensor {hf_name} is {entry.dtype}; export a float model")
+        if arch == "internlm2" and hf_name.endswith(".attention.wqkv.weight"):
+            prefix = hf_name[: -len("wqkv.weight")]
+            parts = [(f"{prefix}{part}.weight", derived) for part, derived in _wqkv_parts(entry, config).items()]
+        else:
+            parts = [(hf_name, entry)]
+        for name, source in parts:
+            new_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+            if new_name is None:
+                raise UserError(f"{model_dir}: tensor {name} has no GGUF name for an {arch} model")
+            heads = n_head if ".q_proj." in name else n_kv if ".k_proj." in name else 0
+            plan.append((new_name, source, heads, _tensor_type(new_name, source.shape, qtype)))
+    return plan
 
 
 def _write_tensor_slices(writer, slices) -> None:
@@ -163,43 +275,30 @@ def _write_tensor_slices(writer, slices) -> None:
 
 
 def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name: str | None = None) -> Path:
-    """Write the Llama-family model in ``model_dir`` as one GGUF file at ``path``."""
+    """Write the Llama-family or InternLM2 model in ``model_dir`` as one GGUF file at ``path``."""
     import gguf
     import numpy as np
 
     model_dir, path = Path(model_dir), Path(path)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    arch = ARCHITECTURES[(config.get("architectures") or ["?"])[0]]
     qtype, file_type = _quant_types()[quant]
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
-    n_layers = config["num_hidden_layers"]
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
-    entries = read_weights(model_dir)
-    plan = []  # (gguf name, entry or array, permute heads, type)
     scaling = config.get("rope_scaling") or {}
     rope_type = scaling.get("rope_type", scaling.get("type"))
-    if rope_type == "llama3":
-        plan.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _rope_freqs(config), 0,
-                     gguf.GGMLQuantizationType.F32))
-    elif rope_type not in (None, "default", "linear"):
+    # llama.cpp has no dynamic NTK scaling; its converter leaves it out, and so do we (the model then
+    # runs unscaled, as trained, up to its max_position_embeddings).
+    if rope_type not in (None, "default", "linear", "llama3", "dynamic"):
         raise UserError(f"{model_dir}: rope scaling {rope_type!r} is not written here; use llama.cpp's converter")
-    for hf_name, entry in entries.items():
-        if hf_name.endswith("rotary_emb.inv_freq"):
-            continue
-        new_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if new_name is None:
-            raise UserError(f"{model_dir}: tensor {hf_name} has no GGUF name for a Llama model")
-        if entry.dtype not in FLOAT_DTYPES:
-            raise UserError(f"{model_dir}: tensor {hf_name} is {entry.dtype}; export a float model")
-        heads = n_head if ".q_proj." in hf_name else n_kv if ".k_proj." in hf_name else 0
-        plan.append((new_name, entry, heads, _tensor_type(new_name, entry.shape, qtype)))
+    plan = _tensor_plan(model_dir, arch, config, qtype)
 
-    writer = gguf.GGUFWriter(path, "llama")
+    writer = gguf.GGUFWriter(path, arch)
     writer.add_name(name or model_dir.name)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_context_length(config.get("max_position_embeddings", 4096))
     writer.add_embedding_length(config["hidden_size"])
-    writer.add_block_count(n_layers)
+    writer.add_block_count(config["num_hidden_layers"])
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
@@ -211,12 +310,7 @@ def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name
         writer.add_rope_scaling_factor(scaling["factor"])
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types = _vocab(model_dir, config["vocab_size"])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("llama-bpe")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    _write_vocab(writer, model_dir, config["vocab_size"])
     template = trained_template(model_dir)
     stops = stop_token_ids(model_dir, list(get_template(template).stop_words)) if template else []
     if stops:
@@ -231,8 +325,8 @@ def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name
     writer.write_ti_data_to_file()
 
     def slices(source, heads, ttype):
-        if isinstance(source, np.ndarray):
-            yield source
+        if isinstance(source, (np.ndarray, Derived)):
+            yield gguf.quants.quantize(source if isinstance(source, np.ndarray) else source.make(), ttype)
             return
         rows = source.rows()
         step = rows if heads else max(1, SLICE_ELEMENTS // max(1, math.prod(source.shape[1:])))
@@ -265,11 +359,11 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
     check_outputs({"model": model_dir}, [Output(out_dir, "-o", kind=EXPORT_KIND)], overwrite=overwrite)
     name = ollama_name(name or model_dir.name)
     architecture = (json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or ["?"])[0]
-    if architecture == "InternLM2ForCausalLM":
-        _refuse_internlm2(model_dir, out_dir, name)
-    if architecture not in LLAMA_ARCHITECTURES:
-        raise UserError(f"{model_dir}: {architecture} is not a Llama-family model; this export writes "
-                        f"{', '.join(LLAMA_ARCHITECTURES)}; use llama.cpp's convert_hf_to_gguf.py")
+    if architecture not in ARCHITECTURES:
+        why = (" (InternLM v1: llama.cpp has no architecture for it; serve it with tianji-ft serve "
+               f"{model_dir})") if architecture == "InternLMForCausalLM" else ""
+        raise UserError(f"{model_dir}: {architecture} is not exported here{why}; this export writes "
+                        f"{', '.join(ARCHITECTURES)}")
     template = trained_template(model_dir)
     if template is None:
         raise UserError(f"{model_dir}: cannot tell its chat template (no tianji_run.json); export the folder "
