@@ -343,3 +343,90 @@ def test_a_full_disk_during_export_leaves_no_half_written_gguf(tiny_llama3, tmp_
     with pytest.raises(UserError, match="disk full") as err:
         export_ollama(tiny_llama3, tmp_path / "out" / "ollama")
     assert "\n" not in str(err.value) and list((tmp_path / "out").iterdir()) == []
+
+
+# ---- a LoRA adapter as a GGUF LoRA on the base GGUF ----
+
+@pytest.fixture(scope="module")
+def internlm2_lora(internlm2_merged, tmp_path_factory):
+    """A random rank-4 LoRA on every linear layer of the tiny InternLM2 (fused wqkv included), its GGUF
+    export beside the base, and the same adapter merged and exported, for comparison."""
+    from helpers.runs import make_adapter
+    from tianji_ft.weights.merge import merge
+
+    base = internlm2_merged
+    adapter = make_adapter(base, tmp_path_factory.mktemp("i2lora") / "wishes-lora", r=4, lora_alpha=8, seed=3)
+    (adapter / "tianji_run.json").write_text((base / "tianji_run.json").read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path_factory.mktemp("i2lora_out")
+    with_adapter = export_ollama(base, out / "lora", quant="f16", adapter=adapter)
+    merged = merge(base, adapter, out / "merged_model")
+    return {"adapter": adapter, "export": with_adapter, "merged": merged,
+            "merged_export": export_ollama(merged, out / "merged", quant="f16")}
+
+
+def gguf_tensors(path: Path) -> dict:
+    import gguf
+
+    return {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(t.shape[::-1]))
+            for t in gguf.GGUFReader(path).tensors}
+
+
+def test_a_lora_gguf_on_its_base_equals_the_merged_models_weights(internlm2_lora):
+    import gguf
+
+    lora_path = internlm2_lora["export"].adapter
+    reader = gguf.GGUFReader(lora_path)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
+    assert fields["general.architecture"] == "internlm2" and fields["adapter.lora.alpha"] == 4.0
+    lora = gguf_tensors(lora_path)
+    base = gguf_tensors(internlm2_lora["export"].gguf)
+    merged = gguf_tensors(internlm2_lora["merged_export"].gguf)
+    changed = sorted({name.rsplit(".", 1)[0] for name in lora})
+    assert "blk.0.attn_q.weight" in changed and "blk.1.attn_v.weight" in changed and "blk.0.ffn_down.weight" in changed
+    for name in changed:  # W + B @ A in the GGUF's own row order, rounded to f16 as both files are
+        delta = lora[f"{name}.lora_b"] @ lora[f"{name}.lora_a"]
+        scale = np.abs(merged[name]).max()
+        assert np.abs(base[name] + delta - merged[name]).max() <= 2e-3 * scale, name
+    assert internlm2_lora["export"].adapter.stat().st_size < internlm2_lora["export"].gguf.stat().st_size
+
+
+def test_the_modelfile_loads_the_adapter_on_the_base(internlm2_lora):
+    export = internlm2_lora["export"]
+    lines = export.modelfile.read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == [f"FROM ./{export.gguf.name}", f"ADAPTER ./{export.adapter.name}"]
+    assert 'PARAMETER stop "<|im_end|>"' in lines and 'SYSTEM """你是送祝福大师"""' in lines
+
+
+def test_an_adapter_that_replaces_whole_tensors_is_refused_in_one_line(internlm2_merged, tmp_path, capsys):
+    from helpers.runs import make_adapter
+
+    adapter = make_adapter(internlm2_merged, tmp_path / "embed", r=2, target_modules=["wo"],
+                           modules_to_save=["output"])
+    assert main(["export", "gguf", str(internlm2_merged), "--adapter", str(adapter), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "replaces whole tensors" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_lora_gguf_generates_the_merged_models_tokens(internlm2_lora):
+    llama_cpp = llama_cpp_or_skip()
+    import torch
+
+    tokenizer, model = transformers_at_f16(internlm2_lora["merged"])
+    export = internlm2_lora["export"]
+    llm = llama_cpp.Llama(model_path=str(export.gguf), lora_path=str(export.adapter), n_ctx=256, n_threads=1,
+                          verbose=False)
+    try:
+        for prompt in PROMPTS:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            want = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                                  pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+            got = []
+            for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                got.append(token)
+                if len(got) == len(want):
+                    break
+            assert got == want, prompt
+    finally:
+        llm.close()

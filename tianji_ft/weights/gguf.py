@@ -48,8 +48,9 @@ def _quant_types():
 @dataclass
 class Export:
     gguf: Path
-    modelfile: Path
+    modelfile: Path  # written only by export ollama
     name: str
+    adapter: Path | None = None  # the GGUF LoRA, with --adapter
 
 
 def ollama_name(text: str) -> str:
@@ -347,36 +348,50 @@ EXPORT_KIND = "ollama"
 
 
 def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16", name: str | None = None,
-                  overwrite: bool = False) -> Export:
-    """Write ``NAME-QUANT.gguf`` and a ``Modelfile`` for the model in ``model_dir`` into ``out_dir``."""
+                  overwrite: bool = False, adapter: str | Path | None = None, modelfile: bool = True) -> Export:
+    """Write ``NAME-QUANT.gguf`` and a ``Modelfile`` for the model in ``model_dir`` into ``out_dir``.
+
+    With ``adapter`` (a LoRA trained on ``model_dir``), also ``NAME-lora.gguf``, and the Modelfile
+    loads it with ``ADAPTER`` on the base: ship the small adapter, keep one base. Without
+    ``modelfile``, only the GGUF files are written (``tianji-ft export gguf``).
+    """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if quant not in _quant_types():
         raise UserError(f"--quant {quant!r}: choose one of f16, q8_0, q5_1")
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{model_dir}: no config.json; export a merged model (tianji-ft merge) or a converted "
-                        "full fine-tune, not an adapter")
-    check_outputs({"model": model_dir}, [Output(out_dir, "-o", kind=EXPORT_KIND)], overwrite=overwrite)
-    name = ollama_name(name or model_dir.name)
+                        "full fine-tune, or pass the base model with --adapter ADAPTER_DIR")
+    check_outputs({"model": model_dir, "adapter": adapter}, [Output(out_dir, "-o", kind=EXPORT_KIND)],
+                  overwrite=overwrite)
+    name = ollama_name(name or (Path(adapter).name if adapter else model_dir.name))
     architecture = (json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or ["?"])[0]
     if architecture not in ARCHITECTURES:
         why = (" (InternLM v1: llama.cpp has no architecture for it; serve it with tianji-ft serve "
                f"{model_dir})") if architecture == "InternLMForCausalLM" else ""
         raise UserError(f"{model_dir}: {architecture} is not exported here{why}; this export writes "
                         f"{', '.join(ARCHITECTURES)}")
-    template = trained_template(model_dir)
-    if template is None:
+    sources = [p for p in (adapter, model_dir) if p is not None]
+    template = trained_template(*sources)
+    if template is None and modelfile:
         raise UserError(f"{model_dir}: cannot tell its chat template (no tianji_run.json); export the folder "
                         "tianji-ft merge or convert wrote")
-    gguf_name = f"{name}-{quant}.gguf"
+    base_name = f"{name}-{quant}.gguf" if adapter is None else f"{ollama_name(model_dir.name)}-{quant}.gguf"
+    lora_name = f"{name}-lora.gguf" if adapter is not None else None
     try:
         with atomic_dir(out_dir, EXPORT_KIND, overwrite) as tmp:
-            write_gguf(model_dir, tmp / gguf_name, quant=quant, name=name)
-            system = model_manifest(model_dir).get("system")
-            (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")
+            if lora_name:
+                from tianji_ft.weights.gguf_lora import write_lora_gguf
+
+                write_lora_gguf(adapter, model_dir, tmp / lora_name, name=name)
+            write_gguf(model_dir, tmp / base_name, quant=quant, name=ollama_name(model_dir.name))
+            if modelfile:
+                system = next((m["system"] for m in map(model_manifest, sources) if m.get("system")), None)
+                (tmp / "Modelfile").write_text(render_modelfile(base_name, template, system, adapter=lora_name),
+                                               encoding="utf-8")
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise UserError(f"{out_dir}: disk full while writing the GGUF ({err.strerror}); nothing was left "
                             "behind; free some space or write elsewhere with -o") from None
         raise
-    return Export(out_dir / gguf_name, out_dir / "Modelfile", name)
+    return Export(out_dir / base_name, out_dir / "Modelfile", name, out_dir / lora_name if lora_name else None)

@@ -58,10 +58,12 @@ def _quoted(text: str) -> str:
 
 
 def render_modelfile(gguf_name: str, template: str, system: str | None,
-                     sampling: dict | None = None) -> str:
-    """A Modelfile for ``gguf_name`` (beside it) in XTuner template ``template``."""
+                     sampling: dict | None = None, adapter: str | None = None) -> str:
+    """A Modelfile for ``gguf_name`` (beside it, with the GGUF LoRA ``adapter`` on top if given) in XTuner
+    template ``template``."""
     spec = get_template(template)
-    lines = [f"FROM ./{gguf_name}", f"TEMPLATE {_quoted(spec.ollama_template())}"]
+    lines = [f"FROM ./{gguf_name}", *([f"ADAPTER ./{adapter}"] if adapter else []),
+             f"TEMPLATE {_quoted(spec.ollama_template())}"]
     if system:
         lines.append(f"SYSTEM {_quoted(system)}")
     for key, value in (sampling or SAMPLING_DEFAULTS).items():
