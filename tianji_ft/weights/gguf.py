@@ -367,7 +367,7 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
     name = ollama_name(name or (Path(adapter).name if adapter else model_dir.name))
     architecture = (json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or ["?"])[0]
     if architecture not in ARCHITECTURES:
-        why = (" (InternLM v1: llama.cpp has no architecture for it; serve it with tianji-ft serve "
+        why = (" (InternLM v1: llama.cpp's converter does not support it; serve it with tianji-ft serve "
                f"{model_dir})") if architecture == "InternLMForCausalLM" else ""
         raise UserError(f"{model_dir}: {architecture} is not exported here{why}; this export writes "
                         f"{', '.join(ARCHITECTURES)}")
