@@ -430,3 +430,46 @@ def test_llama_cpp_with_the_lora_gguf_generates_the_merged_models_tokens(internl
             assert got == want, prompt
     finally:
         llm.close()
+
+
+def test_a_sentencepiece_vocabulary_is_written_with_scores_types_and_added_tokens(internlm2_merged, tmp_path):
+    """InternLM2's released checkpoints ship tokenizer.model (SentencePiece); a small one trained here."""
+    import gguf
+    import sentencepiece as spm
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["祝姐姐生日快乐，愿你天天开心。", "给老师写一段新年祝福。", "Happy birthday to my friend!",
+                                 "春节快乐，万事如意，身体健康。"] * 50), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+                                   byte_fallback=True, character_coverage=1.0, model_type="bpe",
+                                   user_defined_symbols=["<|im_start|>", "<|im_end|>"])
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    model = tmp_path / "internlm2-spm"
+    shutil.copytree(internlm2_merged, model)
+    (model / "tokenizer.json").unlink()
+    shutil.copy(tmp_path / "sp.model", model / "tokenizer.model")
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": sp.vocab_size() + 2}), encoding="utf-8")
+    im_end = sp.piece_to_id("<|im_end|>")
+    (model / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {
+        str(im_end): {"content": "<|im_end|>", "special": True}}}), encoding="utf-8")
+    path = export_gguf_file(model, tmp_path / "out.gguf")
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()}
+    assert fields["tokenizer.ggml.model"] == "llama"
+    tokens, scores, types = (fields[f"tokenizer.ggml.{k}"] for k in ("tokens", "scores", "token_type"))
+    assert len(tokens) == sp.vocab_size() + 2 and tokens[-1] == f"[PAD{sp.vocab_size() + 1}]"
+    for i in range(sp.vocab_size()):
+        if i == im_end:
+            continue
+        assert tokens[i] == sp.id_to_piece(i) and scores[i] == pytest.approx(sp.get_score(i))
+    byte = next(i for i in range(sp.vocab_size()) if sp.is_byte(i))
+    assert types[byte] == gguf.TokenType.BYTE and types[sp.unk_id()] == gguf.TokenType.UNKNOWN
+    assert types[sp.bos_id()] == gguf.TokenType.CONTROL
+    assert tokens[im_end] == "<|im_end|>" and types[im_end] == gguf.TokenType.CONTROL and scores[im_end] == -1000.0
+    assert fields["tokenizer.ggml.add_space_prefix"] is True
+
+
+def export_gguf_file(model_dir: Path, path: Path) -> Path:
+    from tianji_ft.weights.gguf import write_gguf
+
+    return write_gguf(model_dir, path, quant="f16")
