@@ -40,10 +40,13 @@ def test_second_run_skips_everything_and_new_data_reruns_from_training(tmp_path)
     data = tmp_path / "wishes.jsonl"
     shutil.copy(PROJECT_ROOT / "data" / "demo" / "wishes.jsonl", data)
     first = io.StringIO()
-    assert run_pipeline(request(tmp_path, data, until="evaluate"), out=first) == 0
+    assert run_pipeline(request(tmp_path, data, export_quant="q8_0"), out=first) == 0
     ran = lines(first)
-    assert all("skipped" not in ran[s] for s in ("data", "train", "convert", "merge", "evaluate"))
+    assert all("skipped" not in ran[s] for s in ("data", "train", "convert", "merge", "evaluate", "export"))
     assert (tmp_path / "wd" / "eval" / "answers.jsonl").is_file()
+    # the wishes model (InternLM2) ends in Ollama's format
+    assert sorted(p.suffix for p in (tmp_path / "wd" / "ollama").iterdir() if p.suffix) == [".gguf"]
+    assert (tmp_path / "wd" / "ollama" / "Modelfile").read_text(encoding="utf-8").startswith("FROM ./")
 
     second = io.StringIO()
     run_pipeline(request(tmp_path, data, until="evaluate"), out=second)
