@@ -156,7 +156,7 @@ def internlm2_merged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def internlm2_exports(internlm2_merged, tmp_path_factory):
     out = tmp_path_factory.mktemp("i2ollama")
-    return {q: export_ollama(internlm2_merged, out / q, quant=q) for q in ("f16", "q8_0")}
+    return {q: export_ollama(internlm2_merged, out / q, quant=q) for q in ("f16", "q8_0", "q5_1")}
 
 
 def wqkv_split_as_the_modeling_code_does(wqkv, config):
@@ -176,7 +176,7 @@ def wqkv_split_as_the_modeling_code_does(wqkv, config):
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q5_1"])
 def test_internlm2_gguf_has_the_architecture_split_attention_vocabulary_and_stop(internlm2_exports,
                                                                                internlm2_merged, quant):
     import gguf
@@ -198,10 +198,11 @@ def test_internlm2_gguf_has_the_architecture_split_attention_vocabulary_and_stop
         tensor = tensors[f"blk.1.attn_{part}.weight"]
         assert tuple(tensor.shape[::-1]) == values.shape
         got = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(values.shape)
-        tolerance = 1e-3 if quant == "f16" else 0.02  # q8_0: 8-bit blocks of 32 with an f16 scale
+        # q8_0: 8-bit blocks of 32 with an f16 scale; q5_1: 5-bit blocks with a scale and a minimum
+        tolerance = {"f16": 1e-3, "q8_0": 0.02, "q5_1": 0.1}[quant]
         assert np.abs(got - values).max() <= tolerance * np.abs(values).max(), part
     assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
-    assert tensors["token_embd.weight"].tensor_type.name == ("F16" if quant == "f16" else "Q8_0")
+    assert tensors["token_embd.weight"].tensor_type.name == quant.upper()
     tokenizer = json.loads((internlm2_merged / "tokenizer.json").read_text(encoding="utf-8"))
     added = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
     assert len(fields["tokenizer.ggml.tokens"]) == config["vocab_size"]
@@ -308,7 +309,10 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(family, request
 
 
 @pytest.mark.slow
-def test_llama_cpp_logits_of_the_q8_0_internlm2_are_close(internlm2_exports, internlm2_merged):
+def test_llama_cpp_logits_of_a_quantized_internlm2_are_close(internlm2_exports, internlm2_merged):
+    """q5_1 (5 bits per weight) through llama.cpp; q8_0 is checked weight by weight above, since the
+    llama.cpp of llama-cpp-python 0.3.36 crashes on Q8_0 matrices of the tiny model's shapes on this CPU
+    even when llama.cpp quantizes the file itself."""
     llama_cpp = llama_cpp_or_skip()
     import torch
 
@@ -316,16 +320,19 @@ def test_llama_cpp_logits_of_the_q8_0_internlm2_are_close(internlm2_exports, int
     ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True)
     with torch.no_grad():
         want = model(torch.tensor([ids])).logits[0, -1].numpy()
-    llm = llama_cpp.Llama(model_path=str(internlm2_exports["q8_0"].gguf), n_ctx=256, n_threads=1, verbose=False,
-                          logits_all=True)
+    llm = llama_cpp.Llama(model_path=str(internlm2_exports["q5_1"].gguf), n_ctx=256, n_threads=1, verbose=False)
     try:
         llm.eval(ids)
-        got = np.array(llm.scores[len(ids) - 1])
+        logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)  # the last position's
+        got = np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),)).copy()
     finally:
         llm.close()
-    # q8_0 keeps 8 bits per weight (blocks of 32 with an f16 scale): logits within 5% of their spread,
-    # and the same greedy choice.
-    assert np.abs(got - want).max() <= 0.05 * (want.max() - want.min())
+    # 5-bit blocks of 32 on a random tiny model (init 0.2: every weight matters). Measured here: the
+    # largest difference 14% of the logits' spread, correlation 0.967, the same top 5. Bounds with room:
+    spread = want.max() - want.min()
+    assert np.abs(got - want).max() <= 0.2 * spread
+    assert np.corrcoef(got, want)[0, 1] >= 0.95
+    assert len(set(np.argsort(got)[-5:]) & set(np.argsort(want)[-5:])) >= 4
     assert int(got.argmax()) == int(want.argmax())
 
 
@@ -360,7 +367,7 @@ def internlm2_lora(internlm2_merged, tmp_path_factory):
     out = tmp_path_factory.mktemp("i2lora_out")
     with_adapter = export_ollama(base, out / "lora", quant="f16", adapter=adapter)
     merged = merge(base, adapter, out / "merged_model")
-    return {"adapter": adapter, "export": with_adapter, "merged": merged,
+    return {"base": base, "adapter": adapter, "export": with_adapter, "merged": merged,
             "merged_export": export_ollama(merged, out / "merged", quant="f16")}
 
 
@@ -409,11 +416,19 @@ def test_an_adapter_that_replaces_whole_tensors_is_refused_in_one_line(internlm2
 
 
 @pytest.mark.slow
-def test_llama_cpp_with_the_lora_gguf_generates_the_merged_models_tokens(internlm2_lora):
+def test_llama_cpp_with_the_lora_gguf_generates_the_adapted_models_tokens(internlm2_lora):
     llama_cpp = llama_cpp_or_skip()
     import torch
 
-    tokenizer, model = transformers_at_f16(internlm2_lora["merged"])
+    from peft import PeftModel
+
+    # llama.cpp computes W x + B (A x) with W, A and B in f16: so does this PEFT model, unmerged.
+    tokenizer, base = transformers_at_f16(internlm2_lora["base"])
+    model = PeftModel.from_pretrained(base, internlm2_lora["adapter"])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(param.half().float())
     export = internlm2_lora["export"]
     llm = llama_cpp.Llama(model_path=str(export.gguf), lora_path=str(export.adapter), n_ctx=256, n_threads=1,
                           verbose=False)
