@@ -15,6 +15,7 @@ import sys
 from tianji_ft import __version__
 from tianji_ft.core import signals
 from tianji_ft.core.errors import UserError, os_error_line
+from tianji_ft.core.extras import missing_extra_line
 
 
 def _verb_modules():
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return signals.exit_code(err)
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as err:  # an extra that is not installed: say which pip line fixes it
+        line = missing_extra_line(args.verb, err.name or "")
+        if line is None:
+            raise
+        print(f"tianji-ft: error: {line}", file=sys.stderr)
+        return 2
     except OSError as err:  # a full or read-only disk, a missing folder, no permission
         print(f"tianji-ft: error: {os_error_line(err)}", file=sys.stderr)
         return 1

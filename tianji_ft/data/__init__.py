@@ -26,6 +26,7 @@ _EXPORTS = {
     "read_rows": "sources",
     "validate_files": "validate", "split_file": "split", "dedupe_file": "dedupe",
     "dataset_stats": "stats", "clean_file": "wishes",
+    "read_dataframe": "frames", "convert_dataframe": "frames", "to_hf_dataset": "frames",
 }
 
 __all__ = sorted(_EXPORTS)
