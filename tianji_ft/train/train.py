@@ -23,7 +23,8 @@ from tianji_ft.core.outputs import Output, check_outputs, mark
 from tianji_ft.core.paths import CONFIGS_DIR, PROJECT_ROOT
 from tianji_ft.xtuner import runner as run
 from tianji_ft.xtuner.compat import CHECK_DATA_ENV, DROP_QUANTIZATION_ENV, DROP_QUANTIZATION_IF_NO_CUDA
-from tianji_ft.core.manifest import MANIFEST_NAME, TRAIN_LOG, now_iso, package_versions, write_manifest
+from tianji_ft.core.manifest import (MANIFEST_NAME, TRAIN_LOG, now_iso, package_versions, read_manifest,
+                                     write_manifest)
 
 DEEPSPEED_NAMES = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 DEEPSPEED_DIR = CONFIGS_DIR / "deepspeed"
@@ -249,6 +250,9 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
         print(f"[tianji-ft] {note}", file=out, flush=True)
     manifest = dict(p["manifest"], packages=package_versions(), started=now_iso(), ended=None, state="running",
                     exit_code=None, signal=None, last_checkpoint=None)
+    kept = _saved_plan(work_dir, manifest)
+    if kept:
+        manifest["plan"] = kept
     write_manifest(work_dir, manifest)
     log_path = None if req.log_to_terminal else work_dir / TRAIN_LOG
     print(f"[tianji-ft] training {manifest['config']['name']} -> {work_dir}"
@@ -266,6 +270,10 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
     finally:
         manifest.update(ended=now_iso(), state=state, exit_code=rc, signal=signal_name,
                         last_checkpoint=last_checkpoint(work_dir), elapsed_s=round(time.monotonic() - start, 1))
+        if rc == 0:
+            throughput = _throughput(work_dir, manifest)
+            if throughput:
+                manifest["throughput"] = throughput
         write_manifest(work_dir, manifest)
         if rc == 0:
             from tianji_ft.train.lossplot import plot_loss
@@ -274,6 +282,27 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
             if png:
                 print(f"[tianji-ft] loss curve: {png}", file=out, flush=True)
     return rc
+
+
+def _saved_plan(work_dir: Path, manifest: dict) -> dict | None:
+    """The plan a dry run made for exactly these inputs (tianji_ft.train.plan), to keep in the manifest."""
+    from tianji_ft.train.plan import saved_plan
+
+    try:
+        previous = read_manifest(work_dir, required=False)
+    except UserError:  # an unreadable manifest from before is replaced, as it always was
+        previous = None
+    return saved_plan(manifest, previous)
+
+
+def _throughput(work_dir: Path, manifest: dict) -> dict | None:
+    """What the finished run measured (tianji_ft.train.plan.measure_throughput); a plan's ETA reads it."""
+    from tianji_ft.train.plan import measure_throughput
+
+    try:
+        return measure_throughput(work_dir, manifest)
+    except (OSError, ValueError, TypeError, KeyError) as err:  # bookkeeping never fails a finished run
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def request_to_json(req: TrainRequest) -> str:
