@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the merged model (written atomically)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="output dtype; auto keeps the base model's (default: auto)")
     p.add_argument("--max-shard-size", default="2GB", metavar="SIZE", help="largest shard, e.g. 2GB, 500MB (default: 2GB)")
@@ -28,6 +29,6 @@ def run(args) -> int:
 
     start = time.monotonic()
     out = merge(args.base, args.adapter, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, quiet=args.quiet)
     print(f"merged -> {out} ({time.monotonic() - start:.1f} s)")
     return 0

@@ -17,6 +17,7 @@ from tianji_ft.core.fsio import atomic_dir, write_json
 from tianji_ft.core.manifest import MANIFEST_NAME, model_manifest, write_manifest
 from tianji_ft.core.outputs import Output, check_outputs
 from tianji_ft.core.paths import local_model_dir
+from tianji_ft.core.progress import Progress
 from tianji_ft.core.templates import trained_template
 from tianji_ft.weights.lora import check_fits, load_adapter, single_threaded_blas, tensor_slices
 from tianji_ft.weights.modelfile import generation_config
@@ -62,7 +63,7 @@ MODEL_KIND = "model"
 
 def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Path | None = None,
                 dtype: str = "auto", max_shard_size: str | int = "2GB", template: str | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, quiet: bool = True) -> Path:
     """Write ``base_dir`` (+ the merged adapter, if any) to ``out_dir`` in ``dtype`` as safetensors shards.
 
     ``template`` (XTuner's name) picks the stop tokens; by default the adapter's or base's manifest says.
@@ -97,8 +98,8 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
 
     try:
         with atomic_dir(out_dir, MODEL_KIND, overwrite) as tmp:
-            with single_threaded_blas():
-                write_shards(tmp, plan, produce)
+            with single_threaded_blas(), Progress("merge", needed, unit="B", quiet=quiet) as progress:
+                write_shards(tmp, plan, produce, progress)
             _copy_model_files(base_dir, tmp)
             if adapter is not None:
                 copy_tokenizer(adapter.path, tmp)
@@ -124,7 +125,9 @@ def write_model(base_dir: str | Path, out_dir: str | Path, adapter_dir: str | Pa
 
 
 def merge(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto",
-          max_shard_size: str | int = "2GB", overwrite: bool = False) -> Path:
-    """Merge the LoRA adapter ``adapter_dir`` into ``base_dir``; write the model to ``out_dir``."""
+          max_shard_size: str | int = "2GB", overwrite: bool = False, quiet: bool = True) -> Path:
+    """Merge the LoRA adapter ``adapter_dir`` into ``base_dir``; write the model to ``out_dir``.
+
+    ``quiet=False`` shows progress on stderr (bytes written; a bar on a terminal)."""
     return write_model(base_dir, out_dir, adapter_dir, dtype=dtype, max_shard_size=max_shard_size,
-                       overwrite=overwrite)
+                       overwrite=overwrite, quiet=quiet)

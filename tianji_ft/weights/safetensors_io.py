@@ -216,9 +216,10 @@ def _copy_through_memory(fh, out, offset: int, size: int) -> int:
     return len(block)
 
 
-def write_shards(out_dir: Path, plan: list[ShardPlan], produce) -> None:
+def write_shards(out_dir: Path, plan: list[ShardPlan], produce, progress=None) -> None:
     """Write the planned shards (and an index for more than one). ``produce(name, dtype)`` returns
-    an :class:`Entry` to copy as stored, or an iterable of arrays whose bytes make the tensor."""
+    an :class:`Entry` to copy as stored, or an iterable of arrays whose bytes make the tensor;
+    ``progress`` (a :class:`tianji_ft.core.progress.Progress`) hears of each tensor's bytes."""
     weight_map = {}
     for shard in plan:
         header, offset = {}, 0
@@ -235,12 +236,14 @@ def write_shards(out_dir: Path, plan: list[ShardPlan], produce) -> None:
                 data = produce(name, dtype)
                 if isinstance(data, Entry):
                     _copy_range(data, out)
-                    continue
-                written = 0
-                for part in data:
-                    written += out.write(memoryview(part).cast("B"))
-                if written != nbytes:
-                    raise AssertionError(f"{name}: wrote {written} bytes, planned {nbytes}")
+                else:
+                    written = 0
+                    for part in data:
+                        written += out.write(memoryview(part).cast("B"))
+                    if written != nbytes:
+                        raise AssertionError(f"{name}: wrote {written} bytes, planned {nbytes}")
+                if progress is not None:
+                    progress.update(nbytes)
     if len(plan) > 1:
         write_json(out_dir / "model.safetensors.index.json",
                    {"metadata": {"total_size": sum(s.nbytes for s in plan)}, "weight_map": weight_map})
