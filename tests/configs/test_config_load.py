@@ -39,6 +39,7 @@ OVERRIDES = {
     "TIANJI_WARMUP_RATIO": "0.1",
     "TIANJI_SEED": "99",
     "TIANJI_PACK": "0",
+    "TIANJI_REPORT_TO": "tensorboard,wandb",
 }
 
 
@@ -84,6 +85,7 @@ def test_defaults_are_consistent_and_dump(name, load_config, prompt_templates, t
     assert hook(cfg, "EvaluateChatHook")["system"] == meta["system"]
     assert hook(cfg, "EvaluateChatHook")["evaluation_inputs"] == meta["eval_prompts"]
     assert cfg.work_dir is None  # xtuner then uses work_dirs/<config name>
+    assert cfg.visualizer is None  # no tracking unless asked
 
     # No helper or environment leaks into the copy XTuner writes to the work dir.
     os.environ["SOME_API_KEY"] = "sk-must-not-leak"
@@ -124,6 +126,8 @@ def test_settings_from_the_environment_reach_every_entry(name, load_config, prom
     warmup, cosine = cfg.param_scheduler
     assert warmup["end"] == pytest.approx(0.7) and cosine["begin"] == pytest.approx(0.7) and cosine["end"] == 7
     assert cfg.randomness.seed == 99
+    backends = [b["type"].__name__ for b in cfg.visualizer["vis_backends"]]
+    assert cfg.visualizer["type"].__name__ == "Visualizer" and backends == ["TensorboardVisBackend", "WandbVisBackend"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,9 +9,21 @@ def register(sub) -> None:
     p.add_argument("work_dir")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=40)
+    p.add_argument("--tensorboard", action="store_true",
+                   help="print the command that opens TensorBoard on this run (train with --report-to tensorboard)")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from tianji_ft.train.detach import follow_log
 
+    if args.tensorboard:
+        events = sorted(Path(args.work_dir).glob("*/vis_data/events.out.tfevents.*"))
+        if not events:
+            from tianji_ft.core.errors import UserError
+
+            raise UserError(f"{args.work_dir}: no TensorBoard event files; train with --report-to tensorboard")
+        print(f"tensorboard --logdir {args.work_dir}")
+        return 0
     return follow_log(args.work_dir, follow=args.follow, lines=args.lines)

@@ -95,6 +95,7 @@ def _imports(row: dict, map_fn: str | None) -> str:
         "from mmengine.dataset import DefaultSampler",
         "from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook",
         "from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR",
+        "from mmengine.visualization import TensorboardVisBackend, Visualizer, WandbVisBackend",
     ]
     if row["lora"] is not None:
         lines.append("from peft import LoraConfig")

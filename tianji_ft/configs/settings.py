@@ -59,6 +59,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--warmup-ratio", "TIANJI_WARMUP_RATIO", "float", "fraction of training spent warming up the learning rate (0: none)", "warmup_ratio"),
     Setting("--seed", "TIANJI_SEED", "int", "random seed (data order, packing, initialisation)", "seed"),
     Setting("--pack", "TIANJI_PACK", "bool", "pack short samples into max_length sequences", "pack_to_max_length"),
+    Setting("--report-to", "TIANJI_REPORT_TO", "str", "experiment tracking: none, tensorboard, wandb, or tensorboard,wandb",
+            "report_to"),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}

@@ -58,6 +58,9 @@ save_total_limit = int(_env("TIANJI_SAVE_TOTAL_LIMIT", "$save_total_limit"))  # 
 # Evaluate the generation performance during the training
 evaluation_freq = int(_env("TIANJI_EVAL_FREQ", "$eval_freq"))
 evaluation_max_new_tokens = int(_env("TIANJI_EVAL_MAX_NEW_TOKENS", "600"))  # XTuner's default
+
+# Experiment tracking: none, tensorboard, wandb, or both comma-separated (loss, lr, grad norm)
+report_to = _env("TIANJI_REPORT_TO", "none").split(",")
 SYSTEM = _env("TIANJI_SYSTEM", $system)
 # TIANJI_EVAL_PROMPTS: a JSON list of strings
 evaluation_inputs = (
@@ -177,7 +180,12 @@ env_cfg = dict(
     dist_cfg=dict(backend="nccl"),
 )
 
-visualizer = None
+vis_backends = []
+if "tensorboard" in report_to:  # event files under WORK_DIR/<timestamp>/vis_data
+    vis_backends.append(dict(type=TensorboardVisBackend))
+if "wandb" in report_to:  # WANDB_MODE=offline keeps the run on disk
+    vis_backends.append(dict(type=WandbVisBackend))
+visualizer = dict(type=Visualizer, vis_backends=vis_backends) if vis_backends else None
 log_level = "INFO"
 load_from = None
 resume = False

@@ -119,6 +119,24 @@ def _data_entries(files: list[str]) -> list[dict]:
     return [{"path": str(Path(name).resolve()), "sha256": sha256_file(name)} for name in expand_data_args(files)]
 
 
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # --report-to value -> the package it needs
+
+
+def check_report_to(value: str | None) -> None:
+    """``--report-to`` names known trackers whose packages are installed (checked before training starts)."""
+    import importlib.util
+
+    for name in (value or "none").split(","):
+        if name == "none":
+            continue
+        if name not in TRACKERS:
+            raise UserError(f"--report-to {value}: unknown tracker {name!r}; choose none, tensorboard, wandb "
+                            "or tensorboard,wandb")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise UserError(f"--report-to {name} needs the {TRACKERS[name]} package: pip install {TRACKERS[name]}"
+                            + (" (WANDB_MODE=offline keeps runs on disk)" if name == "wandb" else ""))
+
+
 def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     """Everything the run will do, without doing it: command, env, manifest."""
     cuda = cuda_available() if cuda is None else cuda
@@ -126,6 +144,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     name = meta.get("name") or config_path.stem
     work_dir = Path(req.work_dir or Path("work_dirs") / name).resolve()
     settings = dict(req.settings)
+    check_report_to(settings.get("TIANJI_REPORT_TO"))
     notes = []
     model, data = req.model, list(req.data)
     if req.tiny:

@@ -1,0 +1,39 @@
+"""Experiment tracking: --report-to tensorboard leaves event files with the loss, read back with TensorBoard."""
+
+from __future__ import annotations
+
+import pytest
+
+from tianji_ft.cli import main
+from tianji_ft.train import train as launcher
+
+
+def test_an_unknown_tracker_or_a_missing_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    base = ["train", "internlm2_chat_7b_qlora_wishes_e3", "--tiny", "--work-dir", str(tmp_path / "wd"), "--dry-run"]
+    assert main([*base, "--report-to", "mlflow"]) == 2
+    assert "unknown tracker 'mlflow'" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(Exception, match="pip install wandb"):
+        launcher.check_report_to("tensorboard,wandb")
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_hold_a_decreasing_loss(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    wd = tmp_path / "wd"
+    rc = main(["train", "internlm2_chat_7b_qlora_wishes_e3", "--tiny", "--work-dir", str(wd), "--report-to",
+               "tensorboard", "--epochs", "6", "--lr", "2e-3", "--deepspeed", "none", "--eval-freq", "100000"])
+    assert rc == 0, (wd / "train.log").read_text(errors="replace")[-3000:]
+    [events] = sorted(wd.glob("*/vis_data/events.out.tfevents.*"))
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    assert {"loss", "lr"} <= set(acc.Tags()["scalars"])
+    losses = [e.value for e in acc.Scalars("loss")]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    capsys.readouterr()
+    assert main(["logs", str(wd), "--tensorboard"]) == 0
+    assert capsys.readouterr().out.strip() == f"tensorboard --logdir {wd}"
