@@ -137,3 +137,14 @@ def test_a_gbk_file_needs_encoding_and_then_converts(capsys, tmp_path):
     code, stdout, _ = run(capsys, "convert", "firefly", src, "-o", tmp_path / "o.jsonl", "--encoding", "gbk")
     assert code == 0 and "written 1" in stdout
     assert "前提：下雨了" in (tmp_path / "o.jsonl").read_text(encoding="utf-8")
+
+
+def test_convert_shows_progress_on_a_terminal_only(fixtures_dir, tmp_path):
+    from helpers.terminal import run_in_a_terminal
+
+    rc, shown = run_in_a_terminal(["data", "convert", "medqa", str(fixtures_dir / "medqa.csv"), "-o",
+                                   str(tmp_path / "a.jsonl")])
+    assert rc == 0 and "\rconvert a.jsonl:" in shown and "a.jsonl: read" in shown
+    rc, shown = run_in_a_terminal(["data", "convert", "medqa", str(fixtures_dir / "medqa.csv"), "-o",
+                                   str(tmp_path / "b.jsonl"), "--quiet"])
+    assert rc == 0 and "convert b.jsonl:" not in shown

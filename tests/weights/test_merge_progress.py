@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 import sys
 
-
-def run_in_a_terminal(args: list[str]) -> tuple[int, str]:
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tianji_ft", *args], stdin=follower, stdout=follower,
-                            stderr=follower, close_fds=True)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the terminal closed with the process
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+from helpers.terminal import run_in_a_terminal
 
 
 def test_merge_draws_a_bar_on_a_terminal_and_is_quiet_when_asked(tiny_llama3, llama3_adapter, tmp_path):

@@ -62,6 +62,7 @@ def register(subparsers) -> None:
                    help="output .jsonl or .json; rejected records go beside it (out.jsonl -> out.rejects.jsonl)")
     p.add_argument("--system", help="system prompt for the first turn ('' for none; medqa defaults to a doctor prompt)")
     p.add_argument("--sheet", help="xlsx sheet name (default: the first sheet)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--question-col", help="medqa: question column (default Question)")
     p.add_argument("--answer-col", help="medqa: answer column (default Answer)")
     p.add_argument("--placeholders", metavar="LIST",
@@ -139,7 +140,7 @@ def _convert(args) -> int:
     if "placeholders" in options:
         options["placeholders"] = options["placeholders"].split(",")
     tally = convert_files(args.kind, args.sources, args.output, options=options, encoding=args.encoding,
-                          sheet=args.sheet, report=args.report)
+                          sheet=args.sheet, report=args.report, quiet=args.quiet)
     _summary(args.output, tally)
     return 0
 

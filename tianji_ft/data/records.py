@@ -24,6 +24,7 @@ from tianji_ft.data.schema import show
 from tianji_ft.data.writer import check_output_path, RecordWriter
 from tianji_ft.data.sources import batched, expand_sources, read_batches
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.progress import Progress
 from tianji_ft.core.outputs import check_outputs
 
 _CHUNK = 64  # results taken from the transform at a time: few enough to stay in the CPU cache
@@ -46,11 +47,12 @@ def check_fields(source: Path, row: Any, fields: Iterable[str], hint: str = "") 
 
 def process(sources: list[Path], transform: Transform, out: str | Path, *, reader: Reader = iter_records,
             batch_reader: BatchReader | None = None, fields: Iterable[str] = (), hint: str = "",
-            tally: Tally | None = None, report: str | Path | None = None) -> Tally:
+            tally: Tally | None = None, report: str | Path | None = None, quiet: bool = True) -> Tally:
     """Apply ``transform`` (one result per row, in order) to the rows of ``sources``.
 
     ``reader`` gives a file's ``(index, row)`` pairs; ``batch_reader``, if
     given, its ``(index of the first row, rows)`` batches instead (faster).
+    ``quiet=False`` reports records done on stderr while it works.
     Raises :class:`NoRecordKept` when no record is written.
     """
     out = check_output_path(out)
@@ -97,7 +99,8 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
                 origins.popleft()
 
     results = screened(batches(), transform)
-    with RecordWriter(out) as writer, RejectSink(rejects) as sink:
+    with RecordWriter(out) as writer, RejectSink(rejects) as sink, \
+            Progress(f"convert {out.name}", None, quiet=quiet) as progress:
         while chunk := list(islice(results, _CHUNK)):
             kinds = list(map(type, chunk))
             if Rejected in kinds:  # log the rejects; write the records around them
@@ -113,6 +116,7 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
             else:
                 writer.write_many(chunk)
             answered(len(chunk))
+            progress.update(len(chunk))
         if origins:
             raise AssertionError("the transform yielded fewer results than it read rows")
         tally.read = read
@@ -133,7 +137,8 @@ def _positions(items: list, value) -> Iterator[int]:
 
 
 def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, options: dict | None = None,
-                  encoding: str = "utf-8", sheet: str | None = None, report: str | Path | None = None) -> Tally:
+                  encoding: str = "utf-8", sheet: str | None = None, report: str | Path | None = None,
+                  quiet: bool = True) -> Tally:
     """Convert ``sources`` (files or folders) with converter ``kind`` into ``out``.
 
     ``options`` are the converter's keyword options (e.g. ``{"system": "..."}``).
@@ -156,4 +161,4 @@ def convert_files(kind: str, sources: Iterable[str | Path], out: str | Path, *, 
         options["notes"] = tally.notes
     return process(files, lambda rows: conv.func(rows, **options), out,
                    batch_reader=lambda path: read_batches(path, encoding, sheet),
-                   fields=conv.required_fields(options), hint=conv.hint, tally=tally, report=report)
+                   fields=conv.required_fields(options), hint=conv.hint, tally=tally, report=report, quiet=quiet)
