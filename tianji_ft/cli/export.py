@@ -30,13 +30,14 @@ def register(sub) -> None:
                        help="replace an existing, non-empty output folder this command did not make "
                             "(never one holding an input)")
         p.add_argument("--name", help="model name inside the GGUF and the file names (default: the folder's name)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 def _export(args, modelfile: bool):
     from tianji_ft.weights.gguf import export_ollama
 
     result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name, overwrite=args.overwrite,
-                           adapter=args.adapter, modelfile=modelfile)
+                           adapter=args.adapter, modelfile=modelfile, quiet=args.quiet)
     print(f"wrote {result.gguf}" + (f" and {result.adapter}" if result.adapter else ""))
     return result
 

@@ -29,6 +29,7 @@ from tianji_ft.weights.modelfile import render_modelfile, stop_token_ids
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_dir
 from tianji_ft.core.outputs import Output, check_outputs
+from tianji_ft.core.progress import Progress
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 # Hugging Face architecture -> llama.cpp architecture written here.
@@ -275,8 +276,10 @@ def _write_tensor_slices(writer, slices) -> None:
     writer.write_padding(fout, info.nbytes)
 
 
-def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name: str | None = None) -> Path:
-    """Write the Llama-family or InternLM2 model in ``model_dir`` as one GGUF file at ``path``."""
+def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name: str | None = None,
+               quiet: bool = True) -> Path:
+    """Write the Llama-family or InternLM2 model in ``model_dir`` as one GGUF file at ``path``
+    (``quiet=False``: progress in bytes on stderr)."""
     import gguf
     import numpy as np
 
@@ -338,8 +341,11 @@ def write_gguf(model_dir: str | Path, path: str | Path, quant: str = "f16", name
                 values = _permute_rows(values, heads)
             yield gguf.quants.quantize(values, ttype)
 
-    for _, source, heads, ttype in plan:
-        _write_tensor_slices(writer, slices(source, heads, ttype))
+    sizes = [math.prod(gguf.quant_shape_to_byte_shape(source.shape, ttype)) for _, source, _, ttype in plan]
+    with Progress(f"gguf {path.name}", sum(sizes), unit="B", quiet=quiet) as progress:
+        for (_, source, heads, ttype), size in zip(plan, sizes):
+            _write_tensor_slices(writer, slices(source, heads, ttype))
+            progress.update(size)
     writer.close()
     return path
 
@@ -348,7 +354,8 @@ EXPORT_KIND = "ollama"
 
 
 def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16", name: str | None = None,
-                  overwrite: bool = False, adapter: str | Path | None = None, modelfile: bool = True) -> Export:
+                  overwrite: bool = False, adapter: str | Path | None = None, modelfile: bool = True,
+                  quiet: bool = True) -> Export:
     """Write ``NAME-QUANT.gguf`` and a ``Modelfile`` for the model in ``model_dir`` into ``out_dir``.
 
     With ``adapter`` (a LoRA trained on ``model_dir``), also ``NAME-lora.gguf``, and the Modelfile
@@ -384,7 +391,7 @@ def export_ollama(model_dir: str | Path, out_dir: str | Path, quant: str = "f16"
                 from tianji_ft.weights.gguf_lora import write_lora_gguf
 
                 write_lora_gguf(adapter, model_dir, tmp / lora_name, name=name)
-            write_gguf(model_dir, tmp / base_name, quant=quant, name=ollama_name(model_dir.name))
+            write_gguf(model_dir, tmp / base_name, quant=quant, name=ollama_name(model_dir.name), quiet=quiet)
             if modelfile:
                 system = next((m["system"] for m in map(model_manifest, sources) if m.get("system")), None)
                 (tmp / "Modelfile").write_text(render_modelfile(base_name, template, system, adapter=lora_name),
