@@ -50,6 +50,33 @@ def test_serve_flags_default_to_loopback_and_one_at_a_time():
 
     args = build_parser().parse_args(["serve", "some/model"])
     assert (args.host, args.port, args.max_concurrency, args.max_body) == ("127.0.0.1", 8000, 1, 1 << 20)
+    assert (args.api_key, args.no_auth, args.cors_origin, args.max_queue) == ([], False, [], 64)
+    args = build_parser().parse_args(["serve", "m", "--api-key", "a,b", "--api-key", "c", "--cors-origin", "*"])
+    assert (args.api_key, args.cors_origin) == (["a,b", "c"], ["*"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0 without an API key"),
+    (["--host", "192.168.0.7", "--api-key", "k", "--no-auth"], "contradict"),
+    (["--max-queue", "-1"], "--max-queue must be at least 0"),
+    (["--request-timeout", "0"], "--request-timeout must be more than 0"),
+])
+def test_serve_refuses_bad_exposure_in_one_line_before_loading_the_model(argv, words, capsys, monkeypatch):
+    from tianji_ft.cli import main
+
+    monkeypatch.delenv("TIANJI_API_KEY", raising=False)
+    assert main(["serve", "/no/such/model", *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1 and "no such model" not in err
+
+
+def test_serve_takes_the_key_from_the_environment(capsys, monkeypatch):
+    from tianji_ft.cli import main
+
+    monkeypatch.setenv("TIANJI_API_KEY", "env-secret")
+    assert main(["serve", "/no/such/model", "--host", "0.0.0.0"]) != 0  # past the key check: the model is missing
+    err = capsys.readouterr().err
+    assert "no such model" in err and "env-secret" not in err
 
 
 def test_serve_rejects_a_busy_port(capsys):

@@ -1,4 +1,5 @@
-"""The server live on 127.0.0.1: the real openai and ollama clients, raw error requests, a burst of 20."""
+"""The server live on 127.0.0.1 over the taught model: the real openai and ollama clients, raw error requests,
+the model's context as the limit, a burst of 20."""
 
 from __future__ import annotations
 
@@ -102,16 +103,17 @@ def test_malformed_json_is_400(base_url, path):
     assert status == 400 and "malformed JSON" in json.dumps(body)
 
 
-@pytest.mark.parametrize("path, body, words", [
-    ("/v1/chat/completions", {"model": MODEL}, "messages is required"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, "model is required"),
-    ("/api/chat", {"model": MODEL, "messages": [{"content": "x"}]}, "role and content"),
-    ("/api/generate", {"model": MODEL}, "prompt is required"),
-    ("/api/chat", [1, 2], "must be an object"),
+@pytest.mark.parametrize("path, body, status, words", [
+    ("/v1/chat/completions", {"model": MODEL}, 422, "messages is required"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 422, "model is required"),
+    ("/api/chat", {"model": MODEL, "messages": [{"content": "x"}]}, 422, "messages[0].role is required"),
+    ("/api/generate", {"model": MODEL}, 422, "prompt is required"),
+    ("/api/chat", [1, 2], 400, "must be an object"),
+    ("/api/chat", {"model": MODEL, "messages": []}, 400, "non-empty list"),
 ])
-def test_missing_fields_are_400_with_a_message(base_url, path, body, words):
-    status, got = _raw(base_url, "POST", path, body)
-    assert status == 400 and words in json.dumps(got, ensure_ascii=False)
+def test_missing_fields_get_a_message_naming_them(base_url, path, body, status, words):
+    got_status, got = _raw(base_url, "POST", path, body)
+    assert got_status == status and words in json.dumps(got, ensure_ascii=False)
 
 
 def test_error_bodies_follow_each_api(base_url):
@@ -121,11 +123,28 @@ def test_error_bodies_follow_each_api(base_url):
     assert status == 404 and "not found" in body["error"]
 
 
-def test_oversized_body_is_413(base_url):
-    big = json.dumps({"model": MODEL, "messages": _ask("祝" * (MAX_BODY // 2))}).encode("utf-8")
-    assert len(big) > MAX_BODY
+def test_a_body_just_over_the_limit_is_413(base_url):
+    big = json.dumps({"model": MODEL, "messages": _ask("x" * MAX_BODY)}).encode("utf-8")
+    big = big[: MAX_BODY - 3] + b'"}]}'
+    assert len(big) == MAX_BODY + 1
     status, body = _raw(base_url, "POST", "/api/chat", big)
-    assert status == 413 and "limit" in body["error"]
+    assert status == 413 and f"{MAX_BODY + 1} bytes" in body["error"]
+
+
+def test_the_models_context_is_the_limit(base_url, wishes):
+    # the taught model has 2048 positions; a 3.8k-token prompt used to run and answer garbage
+    started = time.monotonic()
+    status, body = _raw(base_url, "POST", "/v1/chat/completions", {"model": MODEL, "messages": _ask("祝福" * 3000)})
+    assert status == 400 and body["error"]["code"] == "context_length_exceeded"
+    assert "2048 tokens" in body["error"]["message"] and time.monotonic() - started < 10
+    status, body = _raw(base_url, "POST", "/v1/chat/completions",
+                        {"model": MODEL, "messages": _ask(wishes[0][0]), "max_tokens": 10**9})
+    assert status == 400 and "1000000000" in body["error"]["message"] and "2048" in body["error"]["message"]
+    status, body = _raw(base_url, "POST", "/api/generate", {"model": MODEL, "prompt": "祝福" * 3000, "stream": False})
+    assert status == 400 and "2048 tokens" in body["error"]
+    status, body = _raw(base_url, "POST", "/v1/chat/completions",
+                        {"model": MODEL, "messages": _ask(wishes[0][0]), "seed": 2**64 - 1})
+    assert status == 200 and body["choices"][0]["message"]["content"] == wishes[0][1]
 
 
 def test_unknown_routes_methods_and_missing_length(base_url):

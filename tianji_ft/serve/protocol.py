@@ -1,160 +1,251 @@
 """Request checking and response bodies for the OpenAI and Ollama chat APIs.
 
-Every problem with a request raises :class:`ApiError` with the HTTP status
-and a message saying which field is wrong, so clients get a 400/404 they can
-act on instead of a 500 or a hung connection.
+A body goes through three steps, each with its own status:
+
+1. :func:`parse_body`: bytes to a JSON object, else 400 (malformed JSON, not
+   an object, a lone surrogate);
+2. :func:`validate`: the object against its pydantic model
+   (:mod:`tianji_ft.serve.schemas`), else 422 naming the field;
+3. :func:`openai_job` / :func:`ollama_job` then :func:`fit_to_context`: what
+   no schema says, else 400 (empty ``messages``, roles out of order, a
+   prompt plus ``max_tokens`` over the model's context) or 404 (unknown model).
+
+Every problem raises :class:`ApiError`; the app turns it into each API's error shape.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 
+from pydantic import BaseModel, ValidationError
+
 from tianji_ft.chat.engine import GenerationParams, Reply
 from tianji_ft.core.templates import split_messages
+from tianji_ft.serve.schemas import (FIELD_KINDS, ChatCompletionRequest, ChatMessage, OllamaChatRequest,
+                                     OllamaGenerateRequest, OllamaOptions)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
+    """An answer other than 200: ``status``, a message for the client, OpenAI's ``code`` and ``param``."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.headers = headers or {}
 
 
-def _number(body: dict, key: str, kind, low=None, high=None, where: str = ""):
-    value = body.get(key)
-    if value is None:
-        return None
-    ok_types = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise ApiError(400, f"{where}{key} must be {'an integer' if kind is int else 'a number'}, not {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ApiError(400, f"{where}{key} must be between {low} and {high}, not {value}")
-    return kind(value)
+@dataclasses.dataclass
+class Job:
+    """One chat request, checked: what to generate and how to answer."""
+
+    api: str  # "openai" | "ollama"
+    model: str
+    messages: list[dict]
+    params: GenerationParams
+    stream: bool
+    include_usage: bool = False
+    chat: bool = True  # Ollama: /api/chat (message) or /api/generate (response)
+    max_tokens: int | None = None  # OpenAI's explicit max_tokens: over the context is a 400
+    num_predict: int | None = None  # Ollama's: capped at the context
+    prompt_tokens: int = 0
 
 
-def _stop_list(value, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return tuple(s for s in value if s)
-    raise ApiError(400, f"{where}stop must be a string or a list of strings")
+# --- 1. bytes to an object ------------------------------------------------------------
 
 
-def _content(value, i: int) -> str:
-    """Message content: a string, or OpenAI's list of text parts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in value):
-            raise ApiError(400, f"messages[{i}].content: only text parts are supported")
-        return "".join(p["text"] for p in value)
-    raise ApiError(400, f"messages[{i}].content must be a string")
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
-def check_messages(value) -> list[dict]:
-    if value is None:
-        raise ApiError(400, "messages is required: a list of {role, content}")
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, "messages must be a non-empty list of {role, content}")
-    messages = []
-    for i, message in enumerate(value):
-        if not isinstance(message, dict) or "role" not in message:
-            raise ApiError(400, f"messages[{i}] must be an object with role and content")
-        messages.append({"role": message["role"], "content": _content(message.get("content", ""), i)})
+def parse_body(raw: bytes) -> dict:
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        split_messages(messages)
-    except ValueError as err:
-        raise ApiError(400, str(err)) from None
-    return messages
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"malformed JSON body: not UTF-8 ({err.reason} at byte {err.start})",
+                       code="invalid_json") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, NaN, a 5000-digit number, nesting
+        raise ApiError(400, f"malformed JSON body: {str(err)[:200]}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object", code="invalid_json")
+    where = _lone_surrogate(body)
+    if where is not None:
+        raise ApiError(400, f"{where or 'the body'} holds a lone surrogate escape (\\ud800-\\udfff), which is not "
+                       "Unicode text", code="invalid_json", param=where or None)
+    return body
 
 
-def check_model(body: dict, served: set[str]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required (GET /v1/models lists it)")
+def _lone_surrogate(value, where: str = "") -> str | None:
+    """The path of the first string with an unpaired surrogate (JSON allows the escape; UTF-8 does not)."""
+    stack = [(value, where)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+            if any(_lone_surrogate(k) is not None for k in value):
+                return where
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+# --- 2. the object against its model --------------------------------------------------
+
+
+def validate(model: type[BaseModel], body: dict):
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    except RecursionError:
+        raise ApiError(400, "the JSON body is nested too deeply", code="invalid_json") from None
+
+
+def _path(loc) -> str:
+    """``messages[0].content`` from pydantic's location, leaving out union branch tags (``str``, ``list[str]``)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in FIELD_KINDS:
+            out += f".{part}" if out else part
+    return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _validation_error(err: ValidationError) -> ApiError:
+    first = err.errors(include_url=False)[0]
+    path = _path(first["loc"]) or "the body"
+    name = next((p for p in reversed(first["loc"]) if isinstance(p, str) and p in FIELD_KINDS), None)
+    if first["type"] == "missing":
+        message, code = f"{path} is required", "missing_field"
+    elif name is not None:
+        message, code = f"{path} must be {FIELD_KINDS[name]}, not {_short(first.get('input'))}", "invalid_value"
+    else:
+        message, code = f"{path}: {first['msg']}", "invalid_value"
+    return ApiError(422, message, code=code, param=path)
+
+
+# --- 3. what a schema cannot say -------------------------------------------------------
+
+
+def check_model(model: str, served: set[str]) -> str:
     # Ollama clients add ":latest" to a bare name.
     if model not in served and model.removesuffix(":latest") not in served:
-        raise ApiError(404, f"model {model!r} not found; this server serves {', '.join(sorted(served))}",
-                       code="model_not_found")
+        raise ApiError(404, f"model {_short(model)} not found; this server serves {', '.join(sorted(served))}",
+                       code="model_not_found", param="model")
     return model
 
 
-def _stream_flag(body: dict, default: bool) -> bool:
-    value = body.get("stream", default)
+def check_messages(messages: list[ChatMessage]) -> list[dict]:
+    if not messages:
+        raise ApiError(400, "messages must be a non-empty list of {role, content}", param="messages")
+    plain = [{"role": m.role,
+              "content": m.content if isinstance(m.content, str) else "".join(part.text for part in m.content)}
+             for m in messages]
+    try:
+        split_messages(plain)
+    except ValueError as err:
+        raise ApiError(400, str(err), param="messages") from None
+    return plain
+
+
+def _stop_list(value) -> tuple[str, ...]:
     if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ApiError(400, "stream must be true or false")
-    return value
-
-
-def openai_request(body: dict, defaults: GenerationParams, served: set[str]):
-    """(model, messages, params, stream, include_usage) from a chat completions body."""
-    model = check_model(body, served)
-    messages = check_messages(body.get("messages"))
-    n = _number(body, "n", int, 1, 1)
-    del n  # only one choice is generated; anything else was refused above
-    max_tokens = _number(body, "max_completion_tokens", int, 1) or _number(body, "max_tokens", int, 1)
-    params = dataclasses.replace(
-        defaults,
-        temperature=_pick(_number(body, "temperature", float, 0, 2), defaults.temperature),
-        top_p=_pick(_number(body, "top_p", float, 0, 1), defaults.top_p),
-        top_k=_pick(_number(body, "top_k", int, 0), defaults.top_k),
-        repetition_penalty=_pick(_number(body, "repetition_penalty", float, 0.01, 10), defaults.repetition_penalty),
-        max_new_tokens=_pick(max_tokens, defaults.max_new_tokens),
-        seed=_pick(_number(body, "seed", int), defaults.seed),
-        stop=defaults.stop + _stop_list(body.get("stop"), ""),
-    )
-    options = body.get("stream_options")
-    options = {} if options is None else options
-    if not isinstance(options, dict):
-        raise ApiError(400, "stream_options must be an object")
-    return model, messages, params, _stream_flag(body, False), bool(options.get("include_usage"))
-
-
-def ollama_params(body: dict, defaults: GenerationParams) -> GenerationParams:
-    options = body.get("options")
-    options = {} if options is None else options
-    if not isinstance(options, dict):
-        raise ApiError(400, "options must be an object")
-    w = "options."
-    num_predict = _number(options, "num_predict", int, where=w)
-    return dataclasses.replace(
-        defaults,
-        temperature=_pick(_number(options, "temperature", float, 0, 2, w), defaults.temperature),
-        top_p=_pick(_number(options, "top_p", float, 0, 1, w), defaults.top_p),
-        top_k=_pick(_number(options, "top_k", int, 0, where=w), defaults.top_k),
-        repetition_penalty=_pick(_number(options, "repeat_penalty", float, 0.01, 10, w), defaults.repetition_penalty),
-        # Ollama: num_predict -1 means "no limit"; the server default is the limit then.
-        max_new_tokens=num_predict if num_predict and num_predict > 0 else defaults.max_new_tokens,
-        seed=_pick(_number(options, "seed", int, where=w), defaults.seed),
-        stop=defaults.stop + _stop_list(options.get("stop"), w),
-    )
-
-
-def ollama_chat_request(body: dict, defaults: GenerationParams, served: set[str]):
-    model = check_model(body, served)
-    return model, check_messages(body.get("messages")), ollama_params(body, defaults), _stream_flag(body, True)
-
-
-def ollama_generate_request(body: dict, defaults: GenerationParams, served: set[str]):
-    model = check_model(body, served)
-    prompt, system = body.get("prompt"), body.get("system")
-    if not isinstance(prompt, str):
-        raise ApiError(400, "prompt is required and must be a string")
-    if system is not None and not isinstance(system, str):
-        raise ApiError(400, "system must be a string")
-    if body.get("raw"):
-        raise ApiError(400, "raw prompts are not supported; send the text without a template")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return model, messages, ollama_params(body, defaults), _stream_flag(body, True)
+        return ()
+    return (value,) if isinstance(value, str) else tuple(s for s in value if s)
 
 
 def _pick(value, default):
     return default if value is None else value
+
+
+def openai_job(request: ChatCompletionRequest, defaults: GenerationParams, served: set[str]) -> Job:
+    model = check_model(request.model, served)
+    messages = check_messages(request.messages)
+    params = dataclasses.replace(
+        defaults,
+        temperature=_pick(request.temperature, defaults.temperature),
+        top_p=_pick(request.top_p, defaults.top_p),
+        top_k=_pick(request.top_k, defaults.top_k),
+        repetition_penalty=_pick(request.repetition_penalty, defaults.repetition_penalty),
+        seed=_pick(request.seed, defaults.seed),
+        stop=defaults.stop + _stop_list(request.stop),
+    )
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    max_tokens = _pick(request.max_completion_tokens, request.max_tokens)
+    return Job("openai", model, messages, params, stream=bool(request.stream), include_usage=include_usage,
+               max_tokens=max_tokens)
+
+
+def _ollama_params(options: OllamaOptions | None, defaults: GenerationParams) -> GenerationParams:
+    options = options or OllamaOptions()
+    return dataclasses.replace(
+        defaults,
+        temperature=_pick(options.temperature, defaults.temperature),
+        top_p=_pick(options.top_p, defaults.top_p),
+        top_k=_pick(options.top_k, defaults.top_k),
+        repetition_penalty=_pick(options.repeat_penalty, defaults.repetition_penalty),
+        seed=_pick(options.seed, defaults.seed),
+        stop=defaults.stop + _stop_list(options.stop),
+    )
+
+
+def ollama_job(request: OllamaChatRequest | OllamaGenerateRequest, defaults: GenerationParams,
+               served: set[str]) -> Job:
+    model = check_model(request.model, served)
+    if isinstance(request, OllamaChatRequest):
+        messages, chat = check_messages(request.messages), True
+    else:
+        if request.raw:
+            raise ApiError(400, "raw prompts are not supported; send the text without a template", param="raw")
+        system = [ChatMessage(role="system", content=request.system)] if request.system else []
+        messages, chat = check_messages(system + [ChatMessage(role="user", content=request.prompt)]), False
+    num_predict = request.options.num_predict if request.options else None
+    # Ollama streams unless told not to.
+    return Job("ollama", model, messages, _ollama_params(request.options, defaults),
+               stream=_pick(request.stream, True), chat=chat, num_predict=num_predict)
+
+
+def fit_to_context(job: Job, prompt_tokens: int, context: int | None) -> None:
+    """Set how many tokens to generate, within the model's context; 400 when the request cannot fit.
+
+    OpenAI's ``max_tokens`` is checked (a prompt plus ``max_tokens`` over the
+    context is a 400 naming both numbers, as OpenAI and vLLM answer); the
+    default, and Ollama's ``num_predict``, are capped at what the context leaves.
+    """
+    job.prompt_tokens = prompt_tokens
+    default = job.params.max_new_tokens
+    if context is not None and prompt_tokens >= context:
+        raise ApiError(400, f"the prompt is {prompt_tokens} tokens and this model's context is {context} tokens, "
+                       "which leaves no room for an answer; shorten the messages", code="context_length_exceeded",
+                       param="messages")
+    left = None if context is None else context - prompt_tokens
+    if job.max_tokens is not None:
+        if left is not None and job.max_tokens > left:
+            raise ApiError(400, f"the prompt is {prompt_tokens} tokens and max_tokens is {job.max_tokens}: "
+                           f"{prompt_tokens + job.max_tokens} in all, over this model's context of {context} tokens; "
+                           f"ask for at most {left}", code="context_length_exceeded", param="max_tokens")
+        wanted = job.max_tokens
+    elif job.num_predict is not None and job.num_predict > 0:
+        wanted = job.num_predict
+    else:
+        wanted = default
+    job.params = dataclasses.replace(job.params, max_new_tokens=wanted if left is None else min(wanted, left))
 
 
 # --- responses --------------------------------------------------------------------
@@ -184,6 +275,15 @@ def openai_chunk(cid: str, model: str, delta: dict, finish_reason: str | None = 
     if usage is not None:
         chunk["choices"], chunk["usage"] = [], usage
     return chunk
+
+
+OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+                500: "server_error", 503: "overloaded_error"}
+
+
+def openai_error(err: ApiError) -> dict:
+    kind = OPENAI_TYPES.get(err.status, "invalid_request_error")
+    return {"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}}
 
 
 def ollama_time() -> str:
