@@ -62,3 +62,29 @@ def test_a_model_that_is_not_here_fails_at_once_without_the_network(model, said,
     assert main(["chat", model, "--prompt", "你好", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert said in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_the_interactive_chat_in_a_real_terminal(taught_model_dir, wishes):
+    from helpers.terminal import Terminal
+
+    question, answer = wishes[0]
+    term = Terminal(["chat", str(taught_model_dir), "--temperature", "0", "--device", "cpu"])
+    try:
+        term.read_until(">>> ")
+        term.type(question + "\r")
+        term.read_until(">>> ", since=term.read_until(answer))
+        term.type("/clear\r")
+        cleared = term.read_until("History cleared.")
+        term.read_until(">>> ", since=cleared)
+        mark = len(term.screen)
+        term.type("\x1b[A\x1b[A\r")  # Up twice: readline brings back the question (Up once: /clear)
+        term.read_until(">>> ", since=term.read_until(answer, since=mark))
+        term.type("exit\r")
+        rc = term.close()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert rc == 0
+    again = term.screen[mark:]
+    assert "^[[A" not in again and question in again and again.count(answer) == 1

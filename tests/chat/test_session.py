@@ -60,3 +60,22 @@ def test_answers_cut_at_the_limit_print_the_template_hint_once(fake_engine):
     session, _, err = _session(fake_engine)
     session.run_lines(["a", "b"])
     assert err.getvalue().count(LENGTH_HINT) == 1
+
+
+def test_ollama_style_commands_are_never_sent_to_the_model(fake_engine):
+    session, out, err = _session(fake_engine)
+    session.interactive(["你好", "/clear", "/system 你是送祝福大师", "/system", "/?", "/bogus", "祝姐姐生日快乐",
+                         "Exit", "never read"])
+    assert [_users(c) for c in fake_engine.calls] == [["你好"], ["祝姐姐生日快乐"]]
+    assert fake_engine.calls[1][0] == {"role": "system", "content": "你是送祝福大师"}  # /system, after /clear
+    text = err.getvalue()
+    assert "History cleared." in text and "System prompt: 你是送祝福大师" in text
+    assert "/bye" in text and "Unknown command /bogus" in text
+
+
+def test_every_way_out_quits(fake_engine):
+    for word in ("exit", "QUIT", "/bye", "EXIT", "/Bye"):
+        session, _, _ = _session(fake_engine)
+        before = len(fake_engine.calls)
+        session.interactive([word, "not answered"])
+        assert len(fake_engine.calls) == before, word

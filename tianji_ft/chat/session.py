@@ -1,8 +1,10 @@
 """The ``tianji-ft chat`` loop: interactive multi-turn, or one-shot for scripts.
 
-Interactive (a terminal on stdin): each line is a turn; ``RESET`` forgets
-the conversation, ``EXIT`` (or end of input) quits; the newest
-``history_turns`` turns are kept. One-shot: ``prompt=`` answers one prompt;
+Interactive (a terminal on stdin): each line is a turn, with line editing
+and Up/Down history (readline), as in ``ollama run``. ``/clear`` (or
+``RESET``) forgets the conversation; ``exit``, ``quit``, ``/bye`` (any case,
+or ``EXIT``, or end of input) quits; ``/system TEXT`` sets the system prompt;
+``/?`` lists the commands. The newest ``history_turns`` turns are kept. One-shot: ``prompt=`` answers one prompt;
 with stdin not a terminal, every non-empty line is answered in a fresh
 context, one answer per line, so a script can pipe prompts in.
 """
@@ -15,7 +17,13 @@ from typing import TextIO
 from tianji_ft.chat.engine import GenerationParams, Reply
 from tianji_ft.chat.history import HistoryWindow
 
-BANNER = "Type a message and press Enter. RESET: forget the conversation. EXIT: quit."
+BANNER = "Type a message and press Enter; /? lists the commands, /bye quits."
+HELP = """Commands:
+  /clear          forget the conversation (also RESET)
+  /system TEXT    set the system prompt (/system alone shows it)
+  /?, /help       this list
+  /bye            quit (also exit, quit, EXIT, or Ctrl-D)"""
+QUIT = frozenset(("exit", "quit", "/bye", "/exit", "/quit"))
 LENGTH_HINT = ("(the answer hit --max-new-tokens without a stop token; if answers never end, "
                "the prompt template probably does not match the model: check --template)")
 
@@ -80,20 +88,41 @@ class ChatSession:
                 self.out.write("\n")
                 return
             command = text.strip()
-            if command == "EXIT":
+            if command.lower() in QUIT:
                 return
-            if command == "RESET":
-                self.history.reset()
-                print("History cleared.", file=self.err)
-                continue
             if not command:
+                continue
+            if command == "RESET" or command.startswith("/"):
+                self.command(command)
                 continue
             reply = self.answer(self.history.messages(text))
             self.history.add(text, reply.text)
 
+    def command(self, command: str) -> None:
+        """A ``/`` command of the interactive loop (never sent to the model)."""
+        name, _, rest = command.partition(" ")
+        name = name.lower()
+        if name in ("/clear", "reset"):
+            self.history.reset()
+            print("History cleared.", file=self.err)
+        elif name == "/system":
+            if rest.strip():
+                self.history.system = rest.strip()
+                print("System prompt set.", file=self.err)
+            else:
+                print(f"System prompt: {self.history.system or '(none)'}", file=self.err)
+        elif name in ("/?", "/help"):
+            print(HELP, file=self.err)
+        else:
+            print(f"Unknown command {name}; /? lists the commands.", file=self.err)
+
 
 def _terminal_lines():
-    # input() gives line editing in a terminal; readline() would not.
+    # input() gives line editing and Up/Down history once readline is loaded; readline() would not.
+    try:
+        import readline  # noqa: F401
+    except ImportError:  # a Python built without it: plain input()
+        pass
     while True:
         try:
             yield input()
