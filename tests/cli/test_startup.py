@@ -43,3 +43,22 @@ def test_each_verb_help_imports_nothing_heavy_and_shows_an_example(verb, capsys)
 
 def test_core_verbs_exist():
     assert {"train", "doctor", "demo", "logs", "status"} <= set(verbs())
+
+
+def test_no_verb_prints_help_in_workflow_order(capsys):
+    from tianji_ft.cli import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    verbs = out.split("positional arguments:")[1].splitlines()[2:]
+    listed = [line.split()[0] for line in verbs if line.startswith("    ") and not line.startswith("     ")]
+    assert listed.index("data") < listed.index("train") < listed.index("merge") < listed.index("chat") < listed.index("pipeline")
+    assert "weights:" in out and "convert, merge, export" in out
+
+
+@pytest.mark.parametrize("typo, suggestion", [("trian", "train"), ("mereg", "merge"), ("exprot", "export")])
+def test_a_mistyped_verb_gets_a_did_you_mean(typo, suggestion, capsys):
+    from tianji_ft.cli import main
+
+    assert main([typo]) == 2
+    assert capsys.readouterr().err.strip() == f"tianji-ft: error: unknown verb '{typo}'; did you mean '{suggestion}'?"

@@ -18,17 +18,36 @@ from tianji_ft.core.errors import UserError, os_error_line
 from tianji_ft.core.extras import missing_extra_line
 
 
+# Verbs in the order of the workflow, as --help lists them (a new verb goes in its stage).
+STAGES = (
+    ("set up", ("doctor", "models", "configs")),
+    ("data", ("data", "synth")),
+    ("train", ("plan", "train", "logs", "status")),
+    ("weights", ("convert", "merge", "export")),
+    ("use", ("chat", "eval", "serve", "web")),
+    ("everything", ("pipeline", "demo")),
+)
+ORDER = [verb for _, verbs in STAGES for verb in verbs]
+
+
+def _verb_names() -> list[str]:
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
 def _verb_modules():
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{__name__}.{info.name}")
+    for name in _verb_names():
+        yield importlib.import_module(f"{__name__}.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tianji-ft",
         description="Fine-tune Chinese chat models with XTuner: data -> train -> convert -> merge -> chat/eval/serve -> export.",
-        epilog="Run 'tianji-ft VERB --help' for a verb's options and an example.",
+        epilog="\n".join([f"  {stage + ':':<12} {', '.join(v for v in verbs if v in _verb_names())}"
+                           for stage, verbs in STAGES] + ["", "Run 'tianji-ft VERB --help' for a verb's options "
+                                                              "and an example."]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tianji-ft {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -38,7 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    if not argv[0].startswith("-") and argv[0] not in _verb_names():
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], _verb_names(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; the verbs are: {', '.join(_verb_names())}"
+        print(f"tianji-ft: error: unknown verb '{argv[0]}'{hint}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     previous_handlers = signals.install()
     try:

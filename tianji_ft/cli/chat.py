@@ -47,7 +47,7 @@ def params_from_args(args):
 
 
 def register(subparsers) -> None:
-    parser = add_verb(subparsers, "chat", "Chat with a model: multi-turn with RESET/EXIT, or one-shot for scripts.",
+    parser = add_verb(subparsers, "chat", "Chat with a model: multi-turn like ollama run (/? lists the commands), or one-shot for scripts.",
                       EXAMPLE, func=_chat)
     add_model_flags(parser)
     add_sampling_flags(parser)
