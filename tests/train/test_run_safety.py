@@ -280,3 +280,12 @@ def test_a_strangers_work_dir_needs_overwrite_and_keeps_its_files(tmp_path, caps
     assert (wd / "notes.md").read_text(encoding="utf-8") == "我的笔记"
     req.overwrite = False  # now it is a work dir of ours: a rerun needs no flag
     assert launcher.train(req, runner=lambda *a: 0, out=open(os.devnull, "w")) == 0
+
+
+def test_a_tiny_run_goes_to_its_own_folder_not_the_real_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = launcher.plan(launcher.TrainRequest(config="internlm2_chat_7b_qlora_wishes_e3", tiny=True), cuda=False)
+    real = launcher.plan(launcher.TrainRequest(config="internlm2_chat_7b_qlora_wishes_e3", model=fake_model(tmp_path),
+                                               data=[WISHES]), cuda=False)
+    assert tiny["work_dir"] == tmp_path / "work_dirs" / "internlm2_chat_7b_qlora_wishes_e3-tiny"
+    assert real["work_dir"] == tmp_path / "work_dirs" / "internlm2_chat_7b_qlora_wishes_e3"

@@ -142,7 +142,8 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     cuda = cuda_available() if cuda is None else cuda
     config_path, meta = _config_and_meta(req.config)
     name = meta.get("name") or config_path.stem
-    work_dir = Path(req.work_dir or Path("work_dirs") / name).resolve()
+    # a --tiny run never writes into the real run's folder
+    work_dir = Path(req.work_dir or Path("work_dirs") / (f"{name}-tiny" if req.tiny else name)).resolve()
     settings = dict(req.settings)
     check_report_to(settings.get("TIANJI_REPORT_TO"))
     notes = []
