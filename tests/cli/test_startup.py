@@ -62,3 +62,22 @@ def test_a_mistyped_verb_gets_a_did_you_mean(typo, suggestion, capsys):
 
     assert main([typo]) == 2
     assert capsys.readouterr().err.strip() == f"tianji-ft: error: unknown verb '{typo}'; did you mean '{suggestion}'?"
+
+
+def test_every_option_and_positional_of_every_verb_has_help():
+    import argparse
+
+    from tianji_ft.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and not action.help:
+                missing.append(f"{' '.join(path)} {action.option_strings or action.dest}")
+
+    walk(build_parser(), ["tianji-ft"])
+    assert missing == []

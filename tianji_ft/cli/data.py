@@ -76,18 +76,18 @@ def register(subparsers) -> None:
     _writer_flags(p)
 
     p = _sub(sub, "validate", "Check converted files against the conversation schema; exit 1 on any problem.", _validate)
-    p.add_argument("files", metavar="FILE", nargs="+")
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("files", metavar="FILE", nargs="+", help="converted .jsonl/.json files to check")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the files (default utf-8; e.g. utf-16)")
 
     p = _sub(sub, "stats", "Records, turns, length percentiles, empty fields and duplicates of a converted file.", _stats)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="converted records (.jsonl or .json)")
     p.add_argument("--tokenizer", metavar="PATH", help="also count tokens with this tokenizer (path or hub id)")
     p.add_argument("--plot", metavar="OUT.png", help="write a length histogram (.png, .svg, .pdf, .jpg or .jpeg)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the file (default utf-8)")
 
     p = _sub(sub, "split", "Split a converted file into DIR/train and DIR/test, deterministically.", _split)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="converted records (.jsonl or .json)")
     p.add_argument("--test-ratio", type=float, default=0.3, help="fraction for the test split (default 0.3)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for train.jsonl and test.jsonl")
@@ -100,15 +100,15 @@ def register(subparsers) -> None:
     _writer_flags(p, encoding=False)
 
     p = _sub(sub, "dedupe", "Drop exact and whitespace/punctuation-normalised duplicate records.", _dedupe)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="converted records (.jsonl or .json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: FILE's name with .dedup before the suffix)")
     p.add_argument("--exact-only", action="store_true", help="drop exact duplicates only")
     _writer_flags(p)
 
     p = _sub(sub, "clean", "Second-pass cleaning rules for generated data (Tianji wishes).", _clean)
     p.add_argument("dataset", choices=["wishes"], help="which rule set")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("file", metavar="FILE", help="wishes records (.jsonl/.json) to clean")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="cleaned records (.jsonl or .json)")
     p.add_argument("--disable", action="append", default=[], metavar="RULE",
                    help=f"switch a rule off (repeatable); on by default: {', '.join(WISHES_DEFAULT_RULES)}")
     p.add_argument("--enable", action="append", default=[], metavar="RULE",

@@ -8,7 +8,7 @@ def register(sub) -> None:
                  "tianji-ft demo                       # tiny InternLM2 on CPU, no downloads\n"
                  "tianji-ft demo --model /models/internlm2-chat-7b", run)
     p.add_argument("--model", help="a real base model path (default: build the tiny InternLM2 model)")
-    p.add_argument("--work-dir", default="work_dirs/demo")
+    p.add_argument("--work-dir", default="work_dirs/demo", help="where the demo writes (default work_dirs/demo)")
 
 
 def run(args) -> int:

@@ -9,16 +9,17 @@ def register(sub) -> None:
                  "tianji-ft pipeline internlm2_chat_7b_qlora_wishes_e3 --tiny\n"
                  "tianji-ft pipeline llama3_8b_instruct_qlora_chinese_e1 --model /models/llama3-8b-instruct "
                  "--data data/mix/llama3_chinese.jsonl --export q5_1", run)
-    p.add_argument("config")
-    p.add_argument("--model")
-    p.add_argument("--data", nargs="+", default=[])
-    p.add_argument("--work-dir")
+    p.add_argument("config", help="config name (tianji-ft configs list) or path")
+    p.add_argument("--model", help="base model folder (default: the config's model)")
+    p.add_argument("--data", nargs="+", default=[], help="training data files, or folders of .jsonl/.json")
+    p.add_argument("--work-dir", help="where every stage writes (default: work_dirs/CONFIG_NAME)")
     p.add_argument("--tiny", action="store_true", help="tiny model of the config's family and its sample data")
-    p.add_argument("--deepspeed")
+    p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload|none|PATH (default: the config's)")
     p.add_argument("--export", dest="export_quant", choices=["f16", "q8_0", "q5_1"], help="also export GGUF for Ollama")
     p.add_argument("--from", dest="start", default=STAGES[0], choices=STAGES, help="re-run from this stage")
     p.add_argument("--until", default=STAGES[-1], choices=STAGES, help="stop after this stage")
-    p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
     add_config_settings(p)
 
 

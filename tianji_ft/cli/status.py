@@ -6,7 +6,7 @@ from tianji_ft.cli._common import add_verb
 def register(sub) -> None:
     p = add_verb(sub, "status", "Show the state of a training run (running, finished, failed, interrupted, stopped).",
                  "tianji-ft status work_dirs/internlm2_chat_7b_qlora_wishes_e3", run)
-    p.add_argument("work_dir")
+    p.add_argument("work_dir", help="the training work dir")
 
 
 def run(args) -> int:

@@ -22,7 +22,7 @@ def add_run_arguments(p) -> None:
     p.add_argument("--work-dir", help="default: work_dirs/CONFIG_NAME")
     p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload|none|PATH (default: the config's)")
     p.add_argument("--gpus", type=int, default=1, help="processes per node (torchrun when > 1)")
-    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--nnodes", type=int, default=1, help="number of nodes (default 1)")
     p.add_argument("--tiny", action="store_true", help="use the tiny model of the config's family and its sample data")
     p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
                    help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
@@ -40,9 +40,9 @@ def add_plan_arguments(p) -> None:
 def register(sub) -> None:
     p = add_verb(sub, "train", "Train a config from xtuner_configs/ (or any XTuner config file).", EXAMPLE, run)
     add_run_arguments(p)
-    p.add_argument("--node-rank", type=int, default=0)
-    p.add_argument("--master-addr", default="127.0.0.1")
-    p.add_argument("--master-port", type=int)
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 to nnodes-1 (default 0)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of node 0 (default 127.0.0.1)")
+    p.add_argument("--master-port", type=int, help="port on node 0 (default: a free one)")
     p.add_argument("--launcher", choices=["slurm"], help="run under srun (inside an allocation)")
     p.add_argument("--resume", help="'auto' (the work dir's last checkpoint) or a checkpoint path")
     p.add_argument("--dry-run", action="store_true",
