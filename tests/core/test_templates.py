@@ -77,3 +77,12 @@ def test_split_messages_rejects_bad_conversations(messages, message):
 def test_unknown_template_is_a_user_error():
     with pytest.raises(UserError, match="unknown prompt template 'internlm3'"):
         get_template("internlm3")
+
+
+def test_a_mistyped_template_or_config_gets_a_did_you_mean():
+    from tianji_ft.configs.registry import resolve_config
+
+    with pytest.raises(UserError, match="did you mean 'llama3_chat'"):
+        get_template("llama3")
+    with pytest.raises(UserError, match="did you mean 'internlm2_chat_7b_qlora_wishes_e3'"):
+        resolve_config("internlm2_chat_7b_qlora_wishes_e4")

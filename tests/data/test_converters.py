@@ -31,9 +31,11 @@ def test_every_converter_is_registered_with_a_docstring_showing_in_and_out():
         assert "in:" in doc and "out:" in doc, conv.name
 
 
-def test_unknown_converter_lists_the_known_ones():
+def test_unknown_converter_suggests_the_closest_or_lists_the_known_ones():
     with pytest.raises(UserError, match="known: alpaca"):
-        get_converter("nope")
+        get_converter("xyzzy")
+    with pytest.raises(UserError, match="did you mean 'medqa'"):
+        get_converter("medqaa")
 
 
 def test_converters_yield_one_result_per_row_and_valid_records(fixtures_dir):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from tianji_ft.configs.settings import BY_ENV
-from tianji_ft.core.errors import UserError
+from tianji_ft.core.errors import UserError, did_you_mean
 from tianji_ft.core.fsio import atomic_open
 from tianji_ft.core.paths import CONFIGS_DIR
 
@@ -38,8 +38,9 @@ def resolve_config(name_or_path: str | os.PathLike) -> Path:
     candidate = configs_dir() / f"{stem}.py"
     if "/" not in stem and os.sep not in stem and candidate.is_file():
         return candidate
-    available = ", ".join(list_configs()) or f"none in {configs_dir()}"
-    raise UserError(f"unknown config '{text}': not a file, and not one of: {available}")
+    if not list_configs():
+        raise UserError(f"unknown config '{text}': not a file, and there are no configs in {configs_dir()}")
+    raise UserError(f"unknown config '{text}': not a file, nor a config name{did_you_mean(stem, list_configs())}")
 
 
 def config_meta(path: str | os.PathLike) -> dict:

@@ -48,3 +48,12 @@ def os_error_line(err: OSError) -> str:
     what = err.strerror or type(err).__name__
     advice = _OS_ADVICE.get(code)
     return f"{where}: {what}" + (f"; {advice}" if advice else "") + " (nothing half-written is left)"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """``; did you mean 'X'?`` for the closest of ``choices``, or ``; known: a, b, c``."""
+    import difflib
+
+    choices = sorted(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(choices)}"

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tianji_ft.core.errors import UserError
+from tianji_ft.core.errors import UserError, did_you_mean
 from tianji_ft.core.manifest import model_manifest
 
 _IM_SYSTEM = "<|im_start|>system\n{system}<|im_end|>\n"
@@ -126,7 +126,7 @@ def get_template(name: str) -> PromptTemplate:
 
 
 def _xtuner_template(name: str) -> dict:
-    unknown = UserError(f"unknown prompt template {name!r}; choose one of {', '.join(sorted(TEMPLATES))}")
+    unknown = UserError(f"unknown prompt template {name!r}{did_you_mean(name, TEMPLATES)}")
     try:
         from xtuner.utils.templates import PROMPT_TEMPLATE
     except ImportError:

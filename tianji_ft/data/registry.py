@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Union
 
 from tianji_ft.data.accounting import Reject, Rejected
-from tianji_ft.core.errors import UserError
+from tianji_ft.core.errors import UserError, did_you_mean
 
 # Modules whose import registers converters.
 _CONVERTER_MODULES = ("tianji_ft.data.converters", "tianji_ft.data.msagent", "tianji_ft.data.wishes")
@@ -72,7 +72,9 @@ def get_converter(name: str) -> Converter:
     try:
         return CONVERTERS[name]
     except KeyError:
-        raise UserError(f"unknown converter '{name}'; known: {', '.join(sorted(CONVERTERS))}") from None
+        for module in _CONVERTER_MODULES:  # every name, for the suggestion
+            importlib.import_module(module)
+        raise UserError(f"unknown converter '{name}'{did_you_mean(name, CONVERTERS)}") from None
 
 
 def all_converters() -> dict[str, Converter]:
