@@ -265,3 +265,18 @@ def test_cli_merge_rejects_a_folder_without_adapter(tiny_llama3, tmp_path, capsy
     code = main(["merge", str(tiny_llama3), str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "no adapter_config.json" in err and not (tmp_path / "out").exists()
+
+
+def test_merge_takes_the_base_from_the_adapters_manifest_and_names_the_next_step(tiny_llama3, llama3_adapter,
+                                                                                   tmp_path, capsys):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(llama3_adapter, adapter)
+    assert main(["merge", str(adapter), "-o", str(tmp_path / "no_manifest")]) == 2
+    assert "no run manifest names its base model" in capsys.readouterr().err
+    (adapter / "tianji_run.json").write_text(json.dumps({"model": str(tiny_llama3), "template": "llama3_chat"}))
+    assert main(["merge", str(adapter), "-o", str(tmp_path / "merged"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"next: tianji-ft chat {tmp_path / 'merged'}" in out
+    assert (tmp_path / "merged" / "config.json").is_file()

@@ -23,4 +23,9 @@ def run(args) -> int:
 
     out = convert(args.work_dir, iteration=args.iteration, out_dir=args.output, overwrite=args.overwrite)
     print(f"converted -> {out}")
+    if (out / "adapter_config.json").is_file():
+        print(f"next: tianji-ft merge {out} -o {out.parent / 'merged'}   (or chat with it: tianji-ft chat "
+              f"BASE --adapter {out})")
+    else:
+        print(f"next: tianji-ft chat {out}")
     return 0

@@ -301,6 +301,7 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
             png = plot_loss(work_dir)
             if png:
                 print(f"[tianji-ft] loss curve: {png}", file=out, flush=True)
+            print(f"[tianji-ft] next: tianji-ft convert {work_dir}", file=out, flush=True)
     return rc
 
 
