@@ -88,3 +88,17 @@ def test_the_interactive_chat_in_a_real_terminal(taught_model_dir, wishes):
     assert rc == 0
     again = term.screen[mark:]
     assert "^[[A" not in again and question in again and again.count(answer) == 1
+
+
+def test_library_noise_is_hidden_unless_verbose(tiny_llama3, llama3_adapter):
+    import subprocess
+    import sys
+
+    cmd = ["chat", str(tiny_llama3), "--adapter", str(llama3_adapter), "--prompt", "你好", "--max-new-tokens", "2",
+           "--template", "llama3_chat", "--device", "cpu"]
+    quiet = subprocess.run([sys.executable, "-m", "tianji_ft", *cmd], capture_output=True, text=True, timeout=300)
+    loud = subprocess.run([sys.executable, "-m", "tianji_ft", "-v", *cmd], capture_output=True, text=True,
+                          timeout=300)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    # bitsandbytes logs this on every CPU import of peft; nothing a chat user can act on
+    assert "gemm_4bit_forward" in loud.stderr and "gemm_4bit_forward" not in quiet.stderr

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from tianji_ft import __version__
-from tianji_ft.core import signals
+from tianji_ft.core import noise, signals
 from tianji_ft.core.errors import UserError, os_error_line
 from tianji_ft.core.extras import missing_extra_line
 
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tianji-ft {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party warnings and logs (hidden by default; training logs keep them)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in _verb_modules():
         module.register(sub)
@@ -62,17 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
-    if not argv[0].startswith("-") and argv[0] not in _verb_names():
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb is not None and verb not in _verb_names():
         import difflib
 
-        close = difflib.get_close_matches(argv[0], _verb_names(), n=1)
+        close = difflib.get_close_matches(verb, _verb_names(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; the verbs are: {', '.join(_verb_names())}"
-        print(f"tianji-ft: error: unknown verb '{argv[0]}'{hint}", file=sys.stderr)
+        print(f"tianji-ft: error: unknown verb '{verb}'{hint}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     previous_handlers = signals.install()
     try:
-        rc = args.func(args)
+        with noise.hushed(args.verbose):
+            rc = args.func(args)
     except UserError as err:
         print(f"tianji-ft: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from tianji_ft.core import noise
 from tianji_ft.core.errors import StepFailed
 from tianji_ft.core.signals import Interrupted
 from tianji_ft.xtuner.compat import CHECK_DATA_ENV, DROP_QUANTIZATION_ENV, LAUNCH_ENV
@@ -69,6 +70,9 @@ def launch_env(base: Mapping[str, str] | None = None, *, single_process: bool = 
     env = dict(os.environ if base is None else base)
     for key in INTERNAL_ENV:
         env.pop(key, None)
+    for key, value in noise.SET_HERE.items():  # the CLI's quieting is for its own process, not the logs
+        if env.get(key) == value:
+            env.pop(key)
     for key, value in LAUNCH_ENV.items():
         env.setdefault(key, value)
     # DeepSpeed JIT-builds its CPU comm op; one build per environment, not a
