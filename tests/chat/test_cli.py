@@ -102,3 +102,34 @@ def test_library_noise_is_hidden_unless_verbose(tiny_llama3, llama3_adapter):
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     # bitsandbytes logs this on every CPU import of peft; nothing a chat user can act on
     assert "gemm_4bit_forward" in loud.stderr and "gemm_4bit_forward" not in quiet.stderr
+
+
+def test_eval_points_to_the_right_flag_for_each_kind_of_file(tmp_path, capsys):
+    prompts, records = tmp_path / "prompts.txt", tmp_path / "test.jsonl"
+    prompts.write_text("祝姐姐生日快乐\n", encoding="utf-8")
+    records.write_text('{"conversation": [{"input": "你好", "output": "您好"}]}\n', encoding="utf-8")
+    assert main(["eval", str(tmp_path), "--data", str(prompts), "-o", str(tmp_path / "o1")]) == 2
+    assert "goes to --prompts" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--prompts", str(records), "-o", str(tmp_path / "o2")]) == 2
+    assert "use --data" in capsys.readouterr().err
+
+
+def test_an_adapter_folder_as_the_model_and_cuda_without_a_gpu_are_one_line(llama3_adapter, tiny_llama3, tmp_path,
+                                                                            capsys):
+    import shutil
+
+    adapter = tmp_path / "wishes-adapter"
+    shutil.copytree(llama3_adapter, adapter)
+    (adapter / "tianji_run.json").write_text(json.dumps({"model": str(tmp_path / "gone")}), encoding="utf-8")
+    assert main(["chat", str(adapter), "--prompt", "你好", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is a LoRA adapter: loading it on its base" in err and "gone: no such model folder" in err
+    assert main(["chat", str(tiny_llama3), "--prompt", "你好", "--device", "cuda"]) == 2
+    assert "--device cuda: this machine has no CUDA GPU" in capsys.readouterr().err
+
+
+def test_convert_on_a_model_or_adapter_folder_says_what_to_do_instead(llama3_adapter, tiny_llama3, capsys):
+    assert main(["convert", str(llama3_adapter)]) == 2
+    assert "converted adapter already" in capsys.readouterr().err
+    assert main(["convert", str(tiny_llama3)]) == 2
+    assert f"chat with it: tianji-ft chat {tiny_llama3}" in capsys.readouterr().err

@@ -44,6 +44,23 @@ class Reply:
     completion_tokens: int
 
 
+def adapter_base(model: str) -> str | None:
+    """For an adapter folder passed as the model: the base it was trained on (its run manifest's, else
+    PEFT's ``base_model_name_or_path``); None for anything else."""
+    import json
+
+    path = Path(model)
+    if not (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+        return None
+    from tianji_ft.core.manifest import model_manifest
+
+    base = model_manifest(path).get("model") or json.loads(
+        (path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{model}: a LoRA adapter that names no base model; pass the base and --adapter {model}")
+    return base
+
+
 def _check_model_path(model: str) -> None:
     path = Path(model)
     if path.exists():
@@ -62,12 +79,21 @@ class ChatEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = str(model)
+        base = adapter_base(model)
+        if base is not None:  # an adapter folder as MODEL: its base with it on top
+            if adapter:
+                raise UserError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
+            model, adapter = base, model
+            print(f"tianji-ft: {adapter} is a LoRA adapter: loading it on its base {model}", file=sys.stderr)
         _check_model_path(model)
         model = str(local_model_dir(model))  # a hub id: its cached copy, or one line now (no network retries)
         if adapter and not (Path(adapter) / "adapter_config.json").is_file():
             raise UserError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this machine has no CUDA GPU that torch can use; "
+                            "leave --device out (auto) or pass --device cpu")
         if bits and not device.startswith("cuda"):
             raise UserError(f"--bits {bits} needs a CUDA GPU (bitsandbytes); leave it out on CPU")
         self.device = device

@@ -41,7 +41,8 @@ def _records(path: Path) -> list[tuple[int, dict]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); for a text file of "
+                            "prompts, one per line, use --prompts") from None
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON list of records")
         return list(enumerate(data, 1))
@@ -51,7 +52,9 @@ def _records(path: Path) -> list[tuple[int, dict]]:
             try:
                 rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or drop the line") from None
+                hint = "; a text file of prompts, one per line, goes to --prompts" if lineno == 1 else \
+                    "; fix or drop the line"
+                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}){hint}") from None
     return rows
 
 
@@ -82,6 +85,9 @@ def load_prompts(path: str | Path) -> list[EvalItem]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; pass a text file with one prompt per line")
+    if path.suffix.lower() in (".json", ".jsonl"):
+        raise UserError(f"{path}: --prompts takes a text file with one prompt per line; for conversation records "
+                        "(with reference answers) use --data")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise UserError(f"{path}: no prompts")

@@ -45,7 +45,9 @@ def _eval(args) -> int:
     for key in ("model", "base"):
         if key in summary:
             m = summary[key]["metrics"]
-            scored = f", BLEU {m['bleu']:.2f}, ROUGE-L {m['rouge_l']:.4f}" if "bleu" in m else ""
+            scored = (f", BLEU {m['bleu']:.2f}, ROUGE-L {m['rouge_l']:.4f} (over the {m['references']} of "
+                      f"{m['count']} prompts that have a reference answer)") if "bleu" in m else \
+                ", no reference answers: BLEU and ROUGE-L not computed"
             print(f"{key}: stop rate {m['stop_rate']:.2f}{scored}, distinct-2 {m['distinct_2']:.3f}")
     print(f"wrote {args.output}/answers.jsonl, metrics.json, report.md")
     return 0

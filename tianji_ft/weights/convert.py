@@ -45,6 +45,13 @@ def pick_checkpoint(work_dir: str | Path, iteration: int | None = None) -> Path:
     if not work_dir.is_dir():
         raise UserError(f"{work_dir}: no such work dir; pass the folder training wrote to (--work-dir)")
     found = checkpoints(work_dir)
+    if not found and (work_dir / "config.json").is_file():
+        kind = "an adapter" if (work_dir / "adapter_config.json").is_file() else "a model folder"
+        raise UserError(f"{work_dir} is {kind} already, not a training work dir: nothing to convert; "
+                        f"chat with it: tianji-ft chat {work_dir}")
+    if not found and (work_dir / "adapter_config.json").is_file():
+        raise UserError(f"{work_dir} is a converted adapter already, not a training work dir: nothing to convert; "
+                        f"merge it (tianji-ft merge {work_dir} -o MERGED) or chat with it (tianji-ft chat {work_dir})")
     if not found:
         raise UserError(f"{work_dir}: no checkpoint (iter_N.pth) found; training saves one every save_steps "
                         "iterations and at the end; let it finish or lower TIANJI_SAVE_STEPS")
