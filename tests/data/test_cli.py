@@ -148,3 +148,8 @@ def test_convert_shows_progress_on_a_terminal_only(fixtures_dir, tmp_path):
     rc, shown = run_in_a_terminal(["data", "convert", "medqa", str(fixtures_dir / "medqa.csv"), "-o",
                                    str(tmp_path / "b.jsonl"), "--quiet"])
     assert rc == 0 and "convert b.jsonl:" not in shown
+
+
+def test_stats_on_unconverted_data_says_convert_it_first(fixtures_dir, capsys):
+    code, _, err = run(capsys, "stats", fixtures_dir / "guanaco.jsonl")
+    assert code == 1 and "convert it first: tianji-ft data convert KIND" in err

@@ -173,6 +173,14 @@ def _stats(args) -> int:
     print(json.dumps(stats.summary, ensure_ascii=False, indent=2) if args.json else format_stats(stats.summary))
     if args.plot:
         print(f"wrote {plot_lengths(stats, args.plot)}", file=sys.stderr)
+    invalid, records = stats.summary["invalid_records"], stats.summary["records"]
+    if invalid and invalid == records:
+        print(f"tianji-ft: error: none of the {records} records of {args.file} is in XTuner's conversation format; "
+              f"convert it first: tianji-ft data convert KIND {args.file} -o OUT.jsonl (tianji-ft data kinds lists "
+              "the kinds)", file=sys.stderr)
+        return 1
+    if invalid:
+        print(f"{invalid} invalid record(s): tianji-ft data validate {args.file} lists them", file=sys.stderr)
     return 0
 
 
