@@ -271,6 +271,23 @@ def transformers_at_f16(model_dir: Path):
     return tokenizer, model
 
 
+def greedy_transformers(model, tokenizer, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                         pad_token_id=tokenizer.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
+def greedy_llama_cpp(llm, ids: list[int], n: int) -> list[int]:
+    got = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        got.append(token)
+        if len(got) == n:
+            return got
+    return got
+
+
 def modelfile_prompt(modelfile: Path, prompt: str) -> str:
     """The text Ollama sends the model for one user turn, from the Modelfile's own TEMPLATE."""
     template = modelfile.read_text(encoding="utf-8").split('TEMPLATE """', 1)[1].split('"""', 1)[0]
@@ -281,8 +298,6 @@ def modelfile_prompt(modelfile: Path, prompt: str) -> str:
 @pytest.mark.parametrize("family", ["llama3", "internlm2"])
 def test_llama_cpp_generates_the_greedy_tokens_transformers_does(family, request):
     llama_cpp = llama_cpp_or_skip()
-    import torch
-
     exports = request.getfixturevalue("exports" if family == "llama3" else "internlm2_exports")
     model_dir = request.getfixturevalue("llama3_merged" if family == "llama3" else "internlm2_merged")
     tokenizer, model = transformers_at_f16(model_dir)
@@ -296,14 +311,7 @@ def test_llama_cpp_generates_the_greedy_tokens_transformers_does(family, request
             # What Ollama renders from the Modelfile is the same text, BOS aside.
             assert llm.tokenize(modelfile_prompt(exports["f16"].modelfile, prompt).encode(), add_bos=True,
                                 special=True) == ids
-            want = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                  pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-            got = []
-            for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-                got.append(token)
-                if len(got) == len(want):
-                    break
-            assert got == want, prompt
+            assert greedy_llama_cpp(llm, ids, 12) == greedy_transformers(model, tokenizer, ids, 12), prompt
     finally:
         llm.close()
 
@@ -435,14 +443,7 @@ def test_llama_cpp_with_the_lora_gguf_generates_the_adapted_models_tokens(intern
     try:
         for prompt in PROMPTS:
             ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-            want = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                  pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-            got = []
-            for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-                got.append(token)
-                if len(got) == len(want):
-                    break
-            assert got == want, prompt
+            assert greedy_llama_cpp(llm, ids, 12) == greedy_transformers(model, tokenizer, ids, 12), prompt
     finally:
         llm.close()
 
