@@ -10,6 +10,11 @@ everything that shapes it (data file contents, tokenizer files, template,
 map fn, max_length, packing flags, seed, library versions): a relaunch or a
 resume with nothing changed loads it back memory-mapped instead of
 rebuilding, and a build always shuffles with a fixed seed.
+
+A cold build goes through :mod:`tianji_ft.xtuner.fast_encode`, which packs the
+same rows as XTuner's ``process`` under that seed at the tokenizer's speed;
+what it does not cover (a slow tokenizer, an unknown map fn, some options)
+is built by XTuner itself, with one log line saying why.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tianji_ft.core.errors import UserError
 from tianji_ft.core.manifest import package_versions
 from tianji_ft.core.fsio import sha256_file
 from tianji_ft.core.paths import cache_dir as user_cache_dir
+from tianji_ft.xtuner import fast_encode
 
 # Bump when the saved layout or the build recipe changes.
 CACHE_FORMAT = 1
@@ -318,35 +324,68 @@ def build(process_kwargs: dict, seed: int):
         # XTuner's process() fails this way when filtering left no rows.
         if "length" not in str(err):
             raise
-        raise UserError(
-            f"no training sample left after tokenizing with max_length={process_kwargs.get('max_length')}: "
-            "every record has an empty answer or one that starts beyond max_length; raise max_length "
-            "(TIANJI_MAX_LENGTH) or check the data") from err
+        raise fast_encode.no_sample_left(process_kwargs.get("max_length")) from err
     finally:
         np.random.set_state(state)
 
 
+def _new_dir(path: Path, key: str, suffix: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=suffix, dir=path.parent))
+
+
+def _publish(tmp: Path, path: Path, key: str, parts: dict, rows: int) -> None:
+    """Write the manifest into the finished save ``tmp`` and rename it to ``path``."""
+    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / MANIFEST).write_text(json.dumps(
+        {"key": key, "rows": rows, "files": files, "parts": parts}, ensure_ascii=False, indent=1),
+        encoding="utf-8")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if is_complete(path, key):  # another process finished the same build first
+            return
+        shutil.rmtree(path, ignore_errors=True)  # a partial or damaged save
+        os.rename(tmp, path)
+
+
 def _save(dataset, path: Path, key: str, parts: dict) -> None:
     """Save into a temporary directory beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent))
+    tmp = _new_dir(path, key, ".tmp")
     try:
         dataset.save_to_disk(str(tmp))
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps(
-            {"key": key, "rows": len(dataset), "files": files, "parts": parts}, ensure_ascii=False, indent=1),
-            encoding="utf-8")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if is_complete(path, key):  # another process finished the same build first
-                return
-            shutil.rmtree(path, ignore_errors=True)  # a partial or damaged save
-            os.rename(tmp, path)
+        _publish(tmp, path, key, parts, len(dataset))
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_and_save(path: Path, key: str, parts: dict, process_kwargs: dict, seed: int) -> None:
+    """Build the packed dataset for ``key`` into ``path``: the fast build, or XTuner's own when it does not apply.
+
+    The fast build (:mod:`tianji_ft.xtuner.fast_encode`) packs the rows XTuner's
+    ``process`` packs under the same seed; for arguments it does not cover it
+    says why in one line and XTuner builds.
+    """
+    tmp = _new_dir(path, key, ".tmp")
+    work = _new_dir(path, key, ".work")
+    try:
+        try:
+            summary = fast_encode.build_to_disk(process_kwargs, seed, tmp, work, key)
+        except fast_encode.Unsupported as why:
+            shutil.rmtree(work, ignore_errors=True)
+            _log(f"dataset cache {key}: building through XTuner's process_hf_dataset, "
+                 f"the fast build does not cover it: {why}")
+            _save(build(process_kwargs, seed), path, key, parts)
+            return
+        shutil.rmtree(work, ignore_errors=True)
+        _log(f"dataset cache {key}: fast build of {summary['records']} records ({summary['tokens']} tokens) "
+             f"into {summary['rows']} rows with {summary['processes']} process(es)")
+        _publish(tmp, path, key, parts, summary["rows"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -356,8 +395,7 @@ def _ensure_saved(path: Path, key: str, parts: dict, process_kwargs: dict, seed:
     dataset = _try_load(path, key)
     if dataset is not None:
         return dataset, True, time.monotonic() - start
-    built = build(process_kwargs, seed)
-    _save(built, path, key, parts)
+    _build_and_save(path, key, parts, process_kwargs, seed)
     # Return the memory-mapped save, so a miss and a hit hand back the same object.
     return _load(path), False, time.monotonic() - start
 
