@@ -7,6 +7,7 @@ installs into them from the package index (the base install; then the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(*cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
+    # A fresh environment sees only what was installed into it: no PYTHONPATH pointing at a checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, env=env, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,9 @@ class Terminal:
         return self.screen.index(text, since) + len(text)
 
     def type(self, keys: str) -> None:
+        import time
+
+        time.sleep(0.3)  # as a person would: the line editor has the terminal before the keys arrive
         os.write(self.leader, keys.encode("utf-8"))
 
     def close(self) -> int:

@@ -76,12 +76,14 @@ class ChatSession:
         return count
 
     def interactive(self, lines, prompt: str = ">>> ") -> None:
-        """The multi-turn loop over ``lines`` (a terminal's input)."""
+        """The multi-turn loop over ``lines`` (a terminal's input; ``prompt=""`` when the line source
+        shows the prompt itself, as ``input(prompt)`` does once readline has the terminal)."""
         print(BANNER, file=self.err)
         iterator = iter(lines)
         while True:
-            self.out.write(prompt)
-            self.out.flush()
+            if prompt:
+                self.out.write(prompt)
+                self.out.flush()
             try:
                 text = next(iterator).rstrip("\r\n")
             except StopIteration:
@@ -117,15 +119,17 @@ class ChatSession:
             print(f"Unknown command {name}; /? lists the commands.", file=self.err)
 
 
-def _terminal_lines():
+def _terminal_lines(prompt: str = ">>> "):
     # input() gives line editing and Up/Down history once readline is loaded; readline() would not.
+    # The prompt goes through input() too: keys typed after it appears reach readline, not the
+    # terminal's own echo (which would print ^[[A for an arrow).
     try:
         import readline  # noqa: F401
     except ImportError:  # a Python built without it: plain input()
         pass
     while True:
         try:
-            yield input()
+            yield input(prompt)
         except EOFError:
             return
 
@@ -140,7 +144,7 @@ def run_chat(engine, params: GenerationParams, history_turns: int | None = 10, s
         prompter = engine.prompter
         print(f"{engine.name}: template {prompter.name} (from {prompter.source}), "
               f"system prompt: {prompter.system or '(none)'}", file=sys.stderr)
-        session.interactive(_terminal_lines())
+        session.interactive(_terminal_lines(), prompt="")
     else:
         session.run_lines(stdin)
     return 0
