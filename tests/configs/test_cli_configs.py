@@ -85,3 +85,14 @@ def test_help_has_a_copyable_example(capsys):
     with pytest.raises(SystemExit):
         main(["configs", "copy", "--help"])
     assert "example:\n  tianji-ft configs copy " in capsys.readouterr().out
+
+
+def test_configs_list_json_has_every_config_with_its_version(capsys):
+    import json
+
+    from tianji_ft.cli import main
+    from tianji_ft.configs.registry import list_configs
+
+    assert main(["configs", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list_configs() and all(r["version"] == "1.2.0" for r in rows)

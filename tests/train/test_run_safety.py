@@ -289,3 +289,15 @@ def test_a_tiny_run_goes_to_its_own_folder_not_the_real_runs(tmp_path, monkeypat
                                                data=[WISHES]), cuda=False)
     assert tiny["work_dir"] == tmp_path / "work_dirs" / "internlm2_chat_7b_qlora_wishes_e3-tiny"
     assert real["work_dir"] == tmp_path / "work_dirs" / "internlm2_chat_7b_qlora_wishes_e3"
+
+
+def test_status_json_and_the_next_step_of_a_finished_run(tmp_path, capsys):
+    from tianji_ft.core.manifest import write_manifest
+
+    write_manifest(tmp_path, {"config": {"name": "x"}, "state": "finished", "exit_code": 0, "started": "t0",
+                              "ended": "t1", "last_checkpoint": str(tmp_path / "iter_8.pth")})
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["state"] == "finished" and info["exit_code"] == 0 and info["last_checkpoint"].endswith("iter_8.pth")
+    assert main(["status", str(tmp_path)]) == 0
+    assert f"next: tianji-ft convert {tmp_path}" in capsys.readouterr().out

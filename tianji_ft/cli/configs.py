@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tianji_ft.cli._common import add_verb
 
 EXAMPLE = """tianji-ft configs list
@@ -14,8 +16,9 @@ def register(subparsers) -> None:
     verb = add_verb(subparsers, "configs", "List, show, copy and compare the versioned XTuner configs.", EXAMPLE)
     sub = verb.add_subparsers(dest="configs_command", metavar="COMMAND", required=True)
 
-    add_verb(sub, "list", "One line per config: version, model, template, method, data format.",
-             "tianji-ft configs list", func=_list)
+    p = add_verb(sub, "list", "One line per config: version, model, template, method, data format.",
+                 "tianji-ft configs list", func=_list)
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     p = add_verb(sub, "show", "A config's metadata and every setting with its flag, variable and default.",
                  "tianji-ft configs show internlm2_chat_7b_qlora_wishes_e3", func=_show)
@@ -36,9 +39,9 @@ def register(subparsers) -> None:
 
 
 def _list(args) -> int:
-    from tianji_ft.configs.registry import table_text
+    from tianji_ft.configs.registry import config_rows, table_text
 
-    print(table_text())
+    print(json.dumps(config_rows(), ensure_ascii=False, indent=2) if args.json else table_text())
     return 0
 
 

@@ -113,14 +113,21 @@ def describe(name_or_path: str) -> str:
     return "\n".join(lines)
 
 
-def table_text() -> str:
-    """What ``configs list`` prints: one row per config."""
-    rows = [("NAME", "VERSION", "MODEL (Hugging Face id)", "TEMPLATE", "METHOD", "DATA")]
+def config_rows() -> list[dict]:
+    """One dict per config: name, version, model (Hugging Face id), template, method, data format."""
+    rows = []
     for name in list_configs():
         meta = config_meta(configs_dir() / f"{name}.py")
         method = "qlora" if meta.get("quantized") else "lora" if meta.get("lora") else "full"
-        rows.append((name, meta.get("version", "?"), (meta.get("hub") or {}).get("huggingface", "?"),
-                     meta.get("template", "?"), method, meta.get("data_format", "?")))
+        rows.append({"name": name, "version": meta.get("version"), "model": (meta.get("hub") or {}).get("huggingface"),
+                     "template": meta.get("template"), "method": method, "data": meta.get("data_format")})
+    return rows
+
+
+def table_text() -> str:
+    """What ``configs list`` prints: one row per config."""
+    rows = [("NAME", "VERSION", "MODEL (Hugging Face id)", "TEMPLATE", "METHOD", "DATA")]
+    rows += [tuple("?" if v is None else v for v in row.values()) for row in config_rows()]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
