@@ -81,3 +81,14 @@ def test_every_option_and_positional_of_every_verb_has_help():
 
     walk(build_parser(), ["tianji-ft"])
     assert missing == []
+
+
+@pytest.mark.parametrize("verb, use", [("chat", "chat"), ("eval", "eval"), ("serve", "serve")])
+def test_sampling_defaults_come_from_the_one_table(verb, use):
+    from tianji_ft.cli import build_parser
+    from tianji_ft.core.sampling import DEFAULTS
+
+    args = build_parser().parse_args([verb, "model", *(["--prompts", "p.txt"] if verb == "eval" else [])])
+    for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
+        assert getattr(args, key) == DEFAULTS[use][key], (verb, key)
+    assert DEFAULTS["eval"]["temperature"] == 0.0  # eval is greedy: scores compare across runs

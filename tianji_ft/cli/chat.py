@@ -24,15 +24,19 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (default: cuda when available)")
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser, *, temperature: float = 0.1, seed: int = 0,
-                       max_new_tokens: int = 2048) -> None:
-    """The sampling flags of ``xtuner chat``, with its defaults."""
-    g = parser.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, default=temperature, help=f"0 is greedy (default {temperature})")
-    g.add_argument("--top-p", type=float, default=0.75, help="default 0.75")
-    g.add_argument("--top-k", type=int, default=40, help="default 40")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="1.0 is none (default)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
+def add_sampling_flags(parser: argparse.ArgumentParser, use: str = "chat", *, seed: int = 0) -> None:
+    """The sampling flags of ``xtuner chat``, with the defaults of ``use`` (:mod:`tianji_ft.core.sampling`)."""
+    from tianji_ft.core.sampling import DEFAULTS
+
+    d = DEFAULTS[use]
+    g = parser.add_argument_group(f"sampling (defaults for {use})")
+    g.add_argument("--temperature", type=float, default=d["temperature"],
+                   help=f"0 is greedy (default {d['temperature']})")
+    g.add_argument("--top-p", type=float, default=d["top_p"], help=f"default {d['top_p']}")
+    g.add_argument("--top-k", type=int, default=d["top_k"], help=f"default {d['top_k']}")
+    g.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"],
+                   help=f"1.0 is none (default {d['repetition_penalty']})")
+    g.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"], help=f"default {d['max_new_tokens']}")
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
     g.add_argument("--stop-words", nargs="+", default=[], metavar="WORD",
                    help="extra stop words on top of the template's")

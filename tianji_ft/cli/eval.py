@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                    help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
-    add_sampling_flags(parser, temperature=0.0, max_new_tokens=512)
+    add_sampling_flags(parser, "eval")
 
 
 def _eval(args) -> int:

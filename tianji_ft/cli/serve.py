@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                         help="longest a request may wait and generate; past it 503 or an error event (default 600)")
     parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
                         help="larger request bodies get 413 (default 1 MiB)")
-    add_sampling_flags(parser, max_new_tokens=1024)
+    add_sampling_flags(parser, "serve")
 
 
 def _serve(args) -> int:

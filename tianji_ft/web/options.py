@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from tianji_ft.core.sampling import DEFAULTS
+
 WISHES_SYSTEM = "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福"
 
 
@@ -21,12 +23,11 @@ def add_app_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda, cpu (default: cuda when available)")
     parser.add_argument("--title", default="天机 · 送祝福大师", help="page title")
     parser.add_argument("--history-turns", type=int, default=10, metavar="N", help="turns kept as context (default 10)")
+    d = DEFAULTS["web"]
     g = parser.add_argument_group("initial slider values")
-    g.add_argument("--temperature", type=float, default=0.7, help="default 0.7")
-    g.add_argument("--top-p", type=float, default=0.8, help="default 0.8")
-    g.add_argument("--top-k", type=int, default=40, help="default 40")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="default 1.0")
-    g.add_argument("--max-new-tokens", type=int, default=512, help="default 512")
+    for flag, kind in (("temperature", float), ("top_p", float), ("top_k", int), ("repetition_penalty", float),
+                       ("max_new_tokens", int)):
+        g.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=d[flag], help=f"default {d[flag]}")
 
 
 def app_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.sampling import DEFAULTS
 from tianji_ft.core.templates import get_template
 
-# The tutorial's sampling settings for the Ollama model.
-SAMPLING_DEFAULTS = {"temperature": 0.35, "top_p": 0.9, "repeat_penalty": 1.1}
+SAMPLING_DEFAULTS = DEFAULTS["ollama"]
 
 
 def stop_token_ids(model_dir: Path, words: list[str]) -> list[int]:
