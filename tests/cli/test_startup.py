@@ -92,3 +92,15 @@ def test_sampling_defaults_come_from_the_one_table(verb, use):
     for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
         assert getattr(args, key) == DEFAULTS[use][key], (verb, key)
     assert DEFAULTS["eval"]["temperature"] == 0.0  # eval is greedy: scores compare across runs
+
+
+def test_one_vocabulary_with_the_old_names_still_accepted():
+    from tianji_ft.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["synth", "wishes", "-o", "d", "--api-model", "m"], ["synth", "wishes", "--out", "d", "--model", "m"],
+                 ["synth", "wishes", "--output", "d", "--api-model", "m"]):
+        args = parser.parse_args(argv)
+        assert str(args.out) == "d" and args.model == "m", argv
+    for flag in ("-o", "--output", "--out"):
+        assert parser.parse_args(["models", "download", "x", flag, "d"]).out == "d"

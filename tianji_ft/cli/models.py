@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--source", choices=("modelscope", "huggingface"), default="modelscope",
                    help="hub to download from (default: %(default)s; needs `pip install modelscope`; "
                         "for Hugging Face through a mirror set HF_ENDPOINT=https://hf-mirror.com)")
-    p.add_argument("-o", "--out", metavar="DIR",
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR",
                    help="folder for the weights (default: where the config looks, e.g. models/internlm2-chat-7b)")
 
 

@@ -40,11 +40,13 @@ def register(subparsers) -> None:
 
     w = add_verb(sub, "wishes", "Generate the Tianji wishes dataset (name x scene x style), resumably.",
                  WISHES_EXAMPLE, func=_run_wishes)
-    w.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
-                   help="output folder: wishes.jsonl, plus .synth-failed.jsonl, .synth-summary.json and the resume journal")
+    w.add_argument("-o", "--output", "--out", dest="out", required=True, type=Path, metavar="DIR",
+                   help="(--out is the old name) output folder: wishes.jsonl, plus .synth-failed.jsonl, .synth-summary.json and the resume journal")
     w.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1, "
                                       "https://open.bigmodel.cn/api/paas/v4, http://127.0.0.1:8000/v1")
-    w.add_argument("--model", help="model name at that endpoint, e.g. deepseek-chat, glm-4")
+    w.add_argument("--api-model", "--model", dest="model",
+                   help="model name at that endpoint, e.g. deepseek-chat, glm-4 (--model is the old name: "
+                        "elsewhere --model means a local model folder)")
     w.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the API key (default: %(default)s); the key is never written anywhere")
     w.add_argument("--styles", nargs="+", metavar="STYLE", help="styles from data/wishes/styles.json (default: all: 小红书 正常 严肃)")
