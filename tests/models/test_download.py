@@ -31,12 +31,14 @@ def calls(monkeypatch, tmp_path):
     return seen
 
 
-def test_default_is_modelscope_into_the_folder_the_config_reads(calls, capsys):
+def test_default_is_the_installed_hub_into_the_folder_the_config_reads(calls, capsys):
     assert main(["models", "download", "internlm2_chat_7b_qlora_wishes_e3"]) == 0
-    assert calls == [("modelscope", "Shanghai_AI_Laboratory/internlm2-chat-7b", Path("models/internlm2-chat-7b"))]
+    assert calls == [("huggingface", "internlm/internlm2-chat-7b", Path("models/internlm2-chat-7b"))]
     captured = capsys.readouterr()
     assert captured.out == "models/internlm2-chat-7b\n"  # only the path: MODEL=$(tianji-ft models download ...)
-    assert "Shanghai_AI_Laboratory/internlm2-chat-7b" in captured.err
+    assert "internlm/internlm2-chat-7b" in captured.err
+    assert main(["models", "download", "internlm2_chat_7b_qlora_wishes_e3", "--source", "modelscope"]) == 0
+    assert calls[-1][:2] == ("modelscope", "Shanghai_AI_Laboratory/internlm2-chat-7b")
 
 
 def test_huggingface_and_out_dir(calls, tmp_path, capsys):

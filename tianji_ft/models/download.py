@@ -16,7 +16,8 @@ from typing import Callable
 from tianji_ft.core.errors import UserError
 
 SOURCES = ("modelscope", "huggingface")
-DEFAULT_SOURCE = "modelscope"
+# huggingface_hub comes with the install; modelscope is an extra package (set HF_ENDPOINT for a mirror)
+DEFAULT_SOURCE = "huggingface"
 
 # (repo_id, local_dir) -> local path of the snapshot
 Downloader = Callable[[str, Path], str]
