@@ -50,7 +50,7 @@ def test_huggingface_and_out_dir(calls, tmp_path, capsys):
 
 def test_a_bare_hub_id(calls, capsys):
     assert main(["models", "download", "Shanghai_AI_Laboratory/internlm2-chat-1_8b"]) == 0
-    assert calls == [("modelscope", "Shanghai_AI_Laboratory/internlm2-chat-1_8b", Path("models/internlm2-chat-1_8b"))]
+    assert calls == [("huggingface", "Shanghai_AI_Laboratory/internlm2-chat-1_8b", Path("models/internlm2-chat-1_8b"))]
 
 
 def test_injected_downloader_and_returned_path():
@@ -85,7 +85,7 @@ def test_missing_modelscope_names_the_install(monkeypatch, tmp_path):
 
     monkeypatch.setattr(builtins, "__import__", no_modelscope)
     with pytest.raises(UserError, match="pip install modelscope"):
-        download.download_model("internlm2_chat_7b_qlora_wishes_e3", out=tmp_path)
+        download.download_model("internlm2_chat_7b_qlora_wishes_e3", source="modelscope", out=tmp_path)
 
 
 def test_huggingface_client_is_called_resumably(monkeypatch, tmp_path):
