@@ -35,3 +35,17 @@ def test_cli_hands_the_command_to_run_web(monkeypatch):
     monkeypatch.setattr(launch, "run_web", lambda app_args, host, port: seen.update(args=app_args, port=port) or 0)
     assert main(["web", "merged", "--port", "8503"]) == 0
     assert seen["args"][0] == "merged" and seen["port"] == 8503
+
+
+def test_a_busy_port_is_one_line_before_anything_starts(capsys):
+    import socket
+
+    from tianji_ft.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["web", "some-model", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"127.0.0.1:{port} is not available" in err and "http://" not in err

@@ -22,8 +22,22 @@ def web_command(app_args: list[str], host: str = "127.0.0.1", port: int = 8501,
     ]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """One line now, instead of a URL printed and then Streamlit's own 'Port N is not available'."""
+    import socket
+
+    from tianji_ft.core.errors import UserError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise UserError(f"{host}:{port} is not available ({err.strerror}); pick another with --port") from None
+
+
 def run_web(app_args: list[str], host: str = "127.0.0.1", port: int = 8501) -> int:
     """Run the demo until it exits or Ctrl-C / SIGTERM, which stop Streamlit too."""
+    check_port_free(host, port)
     project_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
