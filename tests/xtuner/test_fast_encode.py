@@ -438,7 +438,9 @@ def test_memory_stays_flat_as_records_grow(tmp_path, tiny):
     # over 70 bytes each; the build's index grows by about 30 bytes per record (under 0.3 MB here).
     assert big["parent"] - small["parent"] < 10, mem
     assert big["workers"] - small["workers"] < 10, mem
-    assert big["parent"] < 120 and big["workers"] < 120, mem
+    # The parent's figure is its lifetime peak minus its RSS before the build, so it also holds import-time
+    # peaks that vary from machine to machine: only its growth with the records is asserted (above).
+    assert big["workers"] < 120, mem
 
 
 def test_no_record_left_is_the_one_line_error_xtuner_s_path_gave(tmp_path, tiny):
