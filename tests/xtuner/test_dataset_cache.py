@@ -31,26 +31,6 @@ def tokenizer_dir() -> Path:
     return ensure_tiny_model("internlm2")
 
 
-@pytest.fixture
-def caught_log():
-    """Messages sent to mmengine's current logger during the test."""
-    import logging
-
-    from mmengine.logging import MMLogger
-
-    messages: list[str] = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    handler = Catch(level=logging.INFO)
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
-
-
 def process_args(data: Path, tokenizer_dir: Path, hf_cache: Path, max_length: int = 96) -> dict:
     from datasets import load_dataset
     from transformers import AutoTokenizer

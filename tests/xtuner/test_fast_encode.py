@@ -279,25 +279,6 @@ def test_two_cold_builds_in_two_processes_pack_the_pinned_rows(tmp_path, tiny):
     assert hashes[0] == hashes[1] == PINNED
 
 
-@pytest.fixture
-def caught_log():
-    import logging
-
-    from mmengine.logging import MMLogger
-
-    messages: list[str] = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    handler = Catch(level=logging.INFO)
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
-
-
 def slow_tokenizer(tokenizer_dir: Path, where: Path):
     """A slow-only (pure Python) tokenizer with the tiny model's byte-level BPE."""
     from transformers import AutoTokenizer, GPT2Tokenizer
