@@ -99,8 +99,12 @@ def test_fifty_streams_half_of_them_leaving(start_server, make_engine):
         time.sleep(0.05)
     generated = len(engine.calls) - calls_before
     assert engine.running == 0 and engine.most_running <= SLOTS
-    assert engine.finished - SLOTS == STREAMS // 2  # every stream read to its end, and no other ran to its end
-    assert engine.stopped == generated - STREAMS // 2 >= STREAMS // 4  # those left mid-stream were stopped
+    finished = engine.finished - SLOTS
+    assert finished >= STREAMS // 2  # every stream read to its end finished
+    # A stream that left was stopped, unless (on a loaded machine) its short answer was already complete
+    # when the server saw it leave: every leaver is one or the other, and most were stopped.
+    assert engine.stopped + (finished - STREAMS // 2) == generated - STREAMS // 2
+    assert engine.stopped >= STREAMS // 4
     assert (state.slots.busy, state.slots.waiting, len(state.active)) == (0, 0, 0)
 
     # afterwards: health, metrics, a normal request; threads back where they were
