@@ -1,0 +1,79 @@
+"""Preference records: the format XTuner's preference dataset reads (DPO, ORPO, reward models).
+
+A record::
+
+    {"prompt": [{"role": "system", "content": "你是天机……"},
+                {"role": "user", "content": "给妈妈写一句生日祝福"}],
+     "chosen": [{"role": "assistant", "content": "妈妈，生日快乐！……"}],
+     "rejected": [{"role": "assistant", "content": "生日快乐。"}]}
+
+``prompt`` is a conversation in OpenAI chat-message form that ends with a user
+turn; ``chosen`` and ``rejected`` are the two answers to it, each a list of
+assistant messages (one, usually). Other top-level keys (``judge``, ``meta``)
+are allowed and ignored by XTuner. This module is the format's one home: its
+validator and its constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tianji_ft.data.schema import _json_type, lone_surrogate, show, surrogate_problem
+
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+ROLES = ("system", "user", "assistant")
+
+
+def is_preference(record: Any) -> bool:
+    """Whether ``record`` is meant as a preference record (it has the three fields)."""
+    return isinstance(record, dict) and all(key in record for key in PREFERENCE_FIELDS)
+
+
+def _message_problems(field: str, messages: Any, roles: tuple[str, ...]) -> list[str]:
+    if not isinstance(messages, list) or not messages:
+        return [f"'{field}' must be a non-empty list of messages"]
+    problems = []
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            problems.append(f"{where}: a JSON {_json_type(message)}, not a message object")
+            continue
+        role, content = message.get("role"), message.get("content")
+        if role not in roles:
+            problems.append(f"{where}: role {show(role)!r} where {' or '.join(roles)} is expected")
+        if not isinstance(content, str):
+            problems.append(f"{where}: 'content' is a JSON {_json_type(content)}, not text")
+        elif not content.strip() and role != "system":
+            problems.append(f"{where}: empty 'content'")
+    return problems
+
+
+def preference_problems(record: Any) -> list[str]:
+    """What is wrong with ``record`` as a preference record (empty list: nothing)."""
+    surrogate = lone_surrogate(record)
+    problems = [surrogate_problem(*surrogate)] if surrogate else []
+    if not isinstance(record, dict):
+        return problems + [f"record is a JSON {_json_type(record)}, not an object"]
+    missing = [key for key in PREFERENCE_FIELDS if key not in record]
+    if missing:
+        keys = ", ".join(map(show, record)) or "none"
+        return problems + [f"missing {', '.join(repr(k) for k in missing)} (keys present: {keys}); a preference "
+                           "record has prompt, chosen and rejected message lists"]
+    prompt = record["prompt"]
+    problems += _message_problems("prompt", prompt, ROLES)
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") != "user":
+        problems.append("'prompt' must end with a user message")
+    for field in ("chosen", "rejected"):
+        problems += _message_problems(field, record[field], ("assistant",))
+    if not problems and record["chosen"] == record["rejected"]:
+        problems.append("'chosen' and 'rejected' are the same answer")
+    return problems
+
+
+def make_preference(prompt: list[dict], chosen: str, rejected: str, **extra: Any) -> dict:
+    """A preference record for one prompt (message list ending with the user turn) and two answers."""
+    record = {"prompt": [dict(m) for m in prompt],
+              "chosen": [{"role": "assistant", "content": chosen}],
+              "rejected": [{"role": "assistant", "content": rejected}]}
+    record.update(extra)
+    return record
