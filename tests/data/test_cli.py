@@ -153,3 +153,23 @@ def test_convert_shows_progress_on_a_terminal_only(fixtures_dir, tmp_path):
 def test_stats_on_unconverted_data_says_convert_it_first(fixtures_dir, capsys):
     code, _, err = run(capsys, "stats", fixtures_dir / "guanaco.jsonl")
     assert code == 1 and "convert it first: tianji-ft data convert KIND" in err
+
+
+@pytest.mark.parametrize("verb", ["split", "dedupe", "clean", "mix"])
+def test_long_data_commands_show_progress_on_a_terminal_unless_quiet(verb, fixtures_dir, tmp_path):
+    from helpers.terminal import run_in_a_terminal
+
+    wishes = fixtures_dir / "wishes_dirty.jsonl"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"output": "mix.jsonl", "sources": [
+        {"name": "firefly", "path": str(fixtures_dir / "firefly.jsonl"), "kind": "firefly"}]}), encoding="utf-8")
+    args = {"split": ["split", str(wishes), "-o", str(tmp_path / "{}")],
+            "dedupe": ["dedupe", str(wishes), "-o", str(tmp_path / "{}.jsonl")],
+            "clean": ["clean", "wishes", str(wishes), "-o", str(tmp_path / "{}.jsonl")],
+            "mix": ["mix", str(spec), "-o", str(tmp_path / "{}.jsonl")]}[verb]
+    label = {"split": "split wishes_dirty.jsonl:", "mix": "mix loud.jsonl (reading):"}.get(verb, f"{verb} loud.jsonl:")
+    rc, shown = run_in_a_terminal(["data", *[a.format("loud") for a in args]])
+    assert rc == 0 and "\r" + label in shown, shown
+    assert "100%" in shown or verb != "split"  # the split knows its total: the bar reaches the end
+    rc, shown = run_in_a_terminal(["data", *[a.format("hushed") for a in args], "--quiet"])
+    assert rc == 0 and label.replace("loud", "hushed") not in shown, shown

@@ -42,6 +42,8 @@ def _sub(sub, name: str, summary: str, func) -> argparse.ArgumentParser:
 
 
 def _writer_flags(parser: argparse.ArgumentParser, encoding: bool = True) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress on stderr (a bar on a terminal, a status line every 10 s otherwise)")
     parser.add_argument("--report", metavar="REPORT.json",
                         help='also write {"read", "written", "rejected", "reasons"} as JSON here')
     if encoding:
@@ -62,7 +64,6 @@ def register(subparsers) -> None:
                    help="output .jsonl or .json; rejected records go beside it (out.jsonl -> out.rejects.jsonl)")
     p.add_argument("--system", help="system prompt for the first turn ('' for none; medqa defaults to a doctor prompt)")
     p.add_argument("--sheet", help="xlsx sheet name (default: the first sheet)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--question-col", help="medqa: question column (default Question)")
     p.add_argument("--answer-col", help="medqa: answer column (default Answer)")
     p.add_argument("--placeholders", metavar="LIST",
@@ -188,7 +189,7 @@ def _split(args) -> int:
     from tianji_ft.data.split import split_file
 
     tally, train, test = split_file(args.file, args.output, test_ratio=args.test_ratio, seed=args.seed,
-                                    encoding=args.encoding, report=args.report)
+                                    encoding=args.encoding, report=args.report, quiet=args.quiet)
     print(f"{train}, {test}: {tally.line()}")
     return 0
 
@@ -196,7 +197,7 @@ def _split(args) -> int:
 def _mix(args) -> int:
     from tianji_ft.data.mix import mix
 
-    tally, out = mix(args.spec, output=args.output, seed=args.seed, report=args.report)
+    tally, out = mix(args.spec, output=args.output, seed=args.seed, report=args.report, quiet=args.quiet)
     _summary(out, tally)
     return 0
 
@@ -208,7 +209,8 @@ def _dedupe(args) -> int:
 
     src = Path(args.file)
     out = Path(args.output) if args.output else src.with_name(f"{src.stem}.dedup{src.suffix or '.jsonl'}")
-    tally = dedupe_file(src, out, normalised=not args.exact_only, encoding=args.encoding, report=args.report)
+    tally = dedupe_file(src, out, normalised=not args.exact_only, encoding=args.encoding, report=args.report,
+                        quiet=args.quiet)
     _summary(out, tally)
     return 0
 
@@ -218,7 +220,7 @@ def _clean(args) -> int:
 
     rules = [r for r in dict.fromkeys([*DEFAULT_RULES, *args.enable]) if r not in args.disable]
     tally = clean_file(args.file, args.output, rules=rules, min_length=args.min_length, encoding=args.encoding,
-                       report=args.report, also_known=args.disable)
+                       report=args.report, also_known=args.disable, quiet=args.quiet)
     _summary(args.output, tally)
     return 0
 

@@ -62,7 +62,7 @@ class Progress:
         line = f"{self.label}: {done} {shown or 'done'}, {self.done / divisor / elapsed:,.1f} {shown or 'items'}/s"
         if self.total:
             line += f", {100 * self.done / self.total:.0f}%"
-            if self.done:
+            if self.done >= self.total / 100:  # an ETA from the first crumbs of work would be noise
                 line += f", ETA {max(0.0, elapsed * (self.total - self.done) / self.done):.0f}s"
         return line
 

@@ -76,7 +76,7 @@ def dedupe_records(rows: Iterable, *, normalised: bool = True) -> Iterator:
 
 
 def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, encoding: str = "utf-8",
-                report: str | Path | None = None) -> Tally:
+                report: str | Path | None = None, quiet: bool = True) -> Tally:
     """Write the first copy of every record of ``path`` to ``out``.
 
     Like every converting command: outputs are checked against the input
@@ -85,6 +85,6 @@ def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, e
     """
     check_encoding(encoding)
     return process([Path(path)], lambda rows: dedupe_records(rows, normalised=normalised), out,
-                   reader=lambda p: iter_records(p, encoding), report=report)
+                   reader=lambda p: iter_records(p, encoding), report=report, label="dedupe", quiet=quiet)
 
 

@@ -40,6 +40,7 @@ from tianji_ft.data.schema import show
 from tianji_ft.data.writer import check_output_path, RecordWriter
 from tianji_ft.data.sources import expand_sources, read_rows
 from tianji_ft.core.errors import UserError
+from tianji_ft.core.progress import Progress
 from tianji_ft.core.outputs import check_outputs
 
 _SPEC_KEYS = {"output", "seed", "sources"}
@@ -182,7 +183,7 @@ def load_spec(path: str | Path) -> dict:
 
 
 def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | None = None,
-        report: str | Path | None = None) -> tuple[Tally, Path]:
+        report: str | Path | None = None, quiet: bool = True) -> tuple[Tally, Path]:
     """Build the mixed dataset described by ``spec_path``; return the tally and output path.
 
     Outputs (OUT, its rejects file, ``report``) that are, hold or lie inside
@@ -207,14 +208,9 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
                   outputs_of(out, report))
     tally = Tally()
     with RejectSink(rejects_path(out)) as sink:
-        for s in sources:  # pass 1: convert and count
-            for path, index, row, result in s.results(tally.notes):
-                tally.read += 1
-                if isinstance(result, Rejected):
-                    tally.reject(f"{s.name}: {result.reason}")
-                    sink.add(path, index, result.reason, row, result.detail, source_name=s.name)
-                else:
-                    s.good += 1
+        with Progress(f"mix {out.name} (reading)", None, quiet=quiet) as progress:
+            for s in sources:  # pass 1: convert and count
+                _convert_source(s, tally, sink, progress)
         rng = random.Random(seed)
         chosen = []
         for s in sources:
@@ -234,6 +230,18 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
             settle(writer, sink, tally)
     report_kept(report, tally, out, rejects_path(out))
     return tally, out
+
+
+def _convert_source(source: Source, tally: Tally, sink: RejectSink, progress: Progress) -> None:
+    """Pass 1 over one source: count its good records, log its rejects."""
+    for path, index, row, result in source.results(tally.notes):
+        tally.read += 1
+        progress.update()
+        if isinstance(result, Rejected):
+            tally.reject(f"{source.name}: {result.reason}")
+            sink.add(path, index, result.reason, row, result.detail, source_name=source.name)
+        else:
+            source.good += 1
 
 
 def _chosen_records(source: Source, flags: bytearray) -> Iterator[dict]:

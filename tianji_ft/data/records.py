@@ -47,12 +47,13 @@ def check_fields(source: Path, row: Any, fields: Iterable[str], hint: str = "") 
 
 def process(sources: list[Path], transform: Transform, out: str | Path, *, reader: Reader = iter_records,
             batch_reader: BatchReader | None = None, fields: Iterable[str] = (), hint: str = "",
-            tally: Tally | None = None, report: str | Path | None = None, quiet: bool = True) -> Tally:
+            tally: Tally | None = None, report: str | Path | None = None, quiet: bool = True,
+            label: str = "convert") -> Tally:
     """Apply ``transform`` (one result per row, in order) to the rows of ``sources``.
 
     ``reader`` gives a file's ``(index, row)`` pairs; ``batch_reader``, if
     given, its ``(index of the first row, rows)`` batches instead (faster).
-    ``quiet=False`` reports records done on stderr while it works.
+    ``quiet=False`` reports records done on stderr while it works, as ``label`` (the command).
     Raises :class:`NoRecordKept` when no record is written.
     """
     out = check_output_path(out)
@@ -100,7 +101,7 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
 
     results = screened(batches(), transform)
     with RecordWriter(out) as writer, RejectSink(rejects) as sink, \
-            Progress(f"convert {out.name}", None, quiet=quiet) as progress:
+            Progress(f"{label} {out.name}", None, quiet=quiet) as progress:
         while chunk := list(islice(results, _CHUNK)):
             kinds = list(map(type, chunk))
             if Rejected in kinds:  # log the rejects; write the records around them

@@ -25,6 +25,7 @@ from tianji_ft.data.writer import Gather, RecordWriter
 from tianji_ft.core.fsio import atomic_open
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.outputs import Output, check_outputs
+from tianji_ft.core.progress import Progress
 
 
 def _check_ratio(test_ratio: float) -> None:
@@ -45,13 +46,15 @@ def choose_test_records(n: int, test_ratio: float, seed: int) -> bytearray:
 
 
 def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3, seed: int = 42,
-               encoding: str = "utf-8", report: str | Path | None = None) -> tuple[Tally, Path, Path]:
+               encoding: str = "utf-8", report: str | Path | None = None,
+               quiet: bool = True) -> tuple[Tally, Path, Path]:
     """Split ``path`` into ``out_dir/train.<ext>`` and ``out_dir/test.<ext>``.
 
     ``<ext>`` is the input's (.jsonl or .json); the outputs are UTF-8 whatever
     the input's ``encoding``. The outputs are the two files (``out_dir`` may
     hold the input): one that is, holds or lies inside the input or the other
     output is refused before anything is written. Returns the tally and both paths.
+    ``quiet=False`` shows the progress of the writing pass on stderr.
     """
     path = Path(path)
     ext = path.suffix.lower() if path.suffix.lower() in (".json", ".jsonl") else ".jsonl"
@@ -61,14 +64,17 @@ def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3
     check_outputs([("input", path)], [Output(train_path, "train file (-o)"), Output(test_path, "test file (-o)"),
                                       Output(report, "--report")])
     if codec in ("utf-8", "utf-8-sig") and is_jsonl(path, encoding):
-        written = _split_lines(path, train_path, test_path, test_ratio, seed)
+        with Progress(f"split {path.name}", os.path.getsize(path), unit="B", quiet=quiet) as progress:
+            written = _split_lines(path, train_path, test_path, test_ratio, seed, progress)
         n = written
     else:
         n = sum(1 for _ in iter_records(path, encoding))
         flags = choose_test_records(n, test_ratio, seed)
-        with RecordWriter(train_path) as train, RecordWriter(test_path) as test:
+        with RecordWriter(train_path) as train, RecordWriter(test_path) as test, \
+                Progress(f"split {path.name}", n, quiet=quiet) as progress:
             for index, record in iter_records(path, encoding):
                 (test if flags[index] else train).write(record)
+                progress.update()
             train.finish()  # both written out before either is renamed into place
             test.finish()
         written = train.count + test.count
@@ -82,7 +88,8 @@ def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3
 _FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 
 
-def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: float, seed: int) -> int:
+def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: float, seed: int,
+                 progress: Progress) -> int:
     # JSONL in, JSONL out: each line is copied as it is (its bytes, a block at a
     # time), never decoded into a record and re-encoded. That every line is JSON
     # is checked meanwhile, on another core where there is one: parsing costs
@@ -92,15 +99,16 @@ def _split_lines(path: Path, train_path: Path, test_path: Path, test_ratio: floa
         n = sum(len(lines) - _blank_lines(lineno, lines) for lineno, lines in line_blocks(path))
         to_test = choose_test_records(n, test_ratio, seed)
         to_train = to_test.translate(_FLIP)
-        return _copy_lines(path, train_path, test_path, n, to_train, to_test, check)
+        return _copy_lines(path, train_path, test_path, n, to_train, to_test, check, progress)
 
 
 def _copy_lines(path: Path, train_path: Path, test_path: Path, n: int, to_train: bytes, to_test: bytes,
-                check: "_Check") -> int:
+                check: "_Check", progress: Progress) -> int:
     written = 0
     with atomic_open(train_path, "wb") as train_fh, atomic_open(test_path, "wb") as test_fh, \
             Gather(train_fh) as train, Gather(test_fh) as test:
         for lineno, lines in line_blocks(path):
+            progress.update(sum(map(len, lines)))
             lines = _record_lines(lineno, lines)
             if not lines:
                 continue

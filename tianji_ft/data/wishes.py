@@ -196,7 +196,8 @@ def clean_wishes(rows: Iterable, *, rules: Iterable[str] = DEFAULT_RULES, min_le
 
 
 def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFAULT_RULES, min_length: int = 10,
-               encoding: str = "utf-8", report: str | Path | None = None, also_known: Iterable[str] = ()) -> Tally:
+               encoding: str = "utf-8", report: str | Path | None = None, also_known: Iterable[str] = (),
+               quiet: bool = True) -> Tally:
     """Clean a converted wishes file into ``out``; rejects go to ``OUT.rejects.jsonl``.
 
     ``also_known``: further rule names to check (e.g. the ones switched off).
@@ -208,4 +209,5 @@ def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFA
     check_encoding(encoding)
     tally = Tally()
     return process([Path(path)], lambda rows: clean_wishes(rows, rules=rules, min_length=min_length, notes=tally.notes),
-                   out, reader=lambda p: iter_records(p, encoding), tally=tally, report=report)
+                   out, reader=lambda p: iter_records(p, encoding), tally=tally, report=report, label="clean",
+                   quiet=quiet)
