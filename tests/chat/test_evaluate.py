@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
@@ -81,3 +83,39 @@ def test_sampled_eval_is_deterministic_for_a_seed(taught_model_dir, tmp_path):
     answers = [(tmp_path / str(n) / "answers.jsonl").read_text("utf-8") for n in range(2)]
     assert answers[0] == answers[1]
     assert runs[0]["model"]["metrics"] == runs[1]["model"]["metrics"]
+
+
+class _Screen(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _CountingEngine:
+    """Answers each prompt with its own text; 5 completion tokens a reply."""
+
+    def __init__(self):
+        self.batches = []
+
+    def chat_batch(self, conversations, params):
+        from tianji_ft.chat.engine import Reply
+
+        self.batches.append(len(conversations))
+        return [Reply(f"回答：{c[-1]['content']}", "stop", 3, 5) for c in conversations]
+
+
+def test_answer_all_keeps_order_and_shows_prompts_and_tokens_per_second(monkeypatch):
+    from tianji_ft.chat.evaluate import EvalItem, answer_all
+
+    items = [EvalItem(str(i), [{"role": "user", "content": f"问题{i}"}]) for i in range(7)]
+    screen = _Screen()
+    monkeypatch.setattr(sys, "stderr", screen)
+    engine = _CountingEngine()
+    replies = answer_all(engine, items, PARAMS, batch_size=3, label="answering (model)")
+    assert [r.text for r in replies] == [f"回答：问题{i}" for i in range(7)]
+    assert engine.batches == [3, 3, 1]
+    shown = screen.getvalue()
+    assert "\ranswering (model): 7/7 prompts" in shown and "100%" in shown and "tokens/s" in shown
+    quiet_screen = _Screen()
+    monkeypatch.setattr(sys, "stderr", quiet_screen)
+    answer_all(_CountingEngine(), items, PARAMS, batch_size=3, quiet=True)
+    assert quiet_screen.getvalue() == ""

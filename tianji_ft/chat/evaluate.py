@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tianji_ft.chat.report import write_report
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
 from tianji_ft.core.outputs import Output, check_outputs, mark
+from tianji_ft.core.progress import Progress
 
 EVAL_KIND = "eval"
 
@@ -95,23 +95,28 @@ def load_prompts(path: str | Path) -> list[EvalItem]:
 
 
 def answer_all(engine, items: list[EvalItem], params: GenerationParams, batch_size: int = 8,
-               label: str = "") -> list:
+               label: str = "answering", quiet: bool = False) -> list:
+    """Every item's reply, ``batch_size`` at a time; progress (prompts, tokens/s) on stderr unless ``quiet``."""
     replies = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        print(f"{label}answering {start + 1}-{start + len(batch)} of {len(items)}", file=sys.stderr, flush=True)
-        replies += engine.chat_batch([item.messages for item in batch], params)
+    tokens = 0
+    with Progress(label, len(items), unit="prompts", quiet=quiet, interval=5.0,
+                  note=lambda elapsed: f"{tokens / elapsed:,.1f} tokens/s") as progress:
+        for start in range(0, len(items), batch_size):
+            batch = engine.chat_batch([item.messages for item in items[start:start + batch_size]], params)
+            tokens += sum(reply.completion_tokens for reply in batch)
+            replies += batch
+            progress.update(len(batch))
     return replies
 
 
-def _run_model(model, items, params, batch_size, label, **engine_kwargs):
+def _run_model(model, items, params, batch_size, label, quiet=False, **engine_kwargs):
     from tianji_ft.chat.engine import ChatEngine
 
     engine = ChatEngine(model, **engine_kwargs)
     info = {"model": str(model), "adapter": engine_kwargs.get("adapter"), "template": engine.prompter.name,
             "template_source": engine.prompter.source, "system": engine.prompter.system}
     try:
-        replies = answer_all(engine, items, params, batch_size, label)
+        replies = answer_all(engine, items, params, batch_size, label, quiet)
     finally:
         engine.close()
         device = engine.device
@@ -128,7 +133,7 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
              template: str = "auto", system: str | None = None, compare: str | None = None,
              compare_adapter: str | None = None, params: GenerationParams | None = None,
              batch_size: int = 8, bits: int | None = None, device: str = "auto",
-             data_file: str | Path | None = None, overwrite: bool = False) -> dict:
+             data_file: str | Path | None = None, overwrite: bool = False, quiet: bool = False) -> dict:
     params = params or GenerationParams(temperature=0.0)
     out_dir = Path(out_dir)
     check_outputs([("model", model), ("adapter", adapter), ("compared model", compare),
@@ -139,8 +144,8 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
         runs["base"] = (compare, compare_adapter)
     results = {}
     for key, (path, adp) in runs.items():
-        info, replies = _run_model(path, items, params, batch_size, f"[{key}] ", adapter=adp, template=template,
-                                   system=system, bits=bits, device=device)
+        info, replies = _run_model(path, items, params, batch_size, f"answering ({key})", quiet=quiet, adapter=adp,
+                                   template=template, system=system, bits=bits, device=device)
         info["metrics"] = answer_metrics([r.text for r in replies], [r.finish_reason for r in replies],
                                          [r.completion_tokens for r in replies], [i.reference for i in items])
         results[key] = (info, replies)

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                    help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress on stderr (prompts answered, tokens/s; a bar on a terminal)")
     add_sampling_flags(parser, "eval")
 
 
@@ -41,7 +43,8 @@ def _eval(args) -> int:
     summary = evaluate(args.model, items, args.output, adapter=args.adapter, template=args.template,
                        system=args.system, compare=args.compare, compare_adapter=args.compare_adapter,
                        params=params_from_args(args), batch_size=args.batch_size, bits=args.bits,
-                       device=args.device, data_file=args.data or args.prompts, overwrite=args.overwrite)
+                       device=args.device, data_file=args.data or args.prompts, overwrite=args.overwrite,
+                       quiet=args.quiet)
     for key in ("model", "base"):
         if key in summary:
             m = summary[key]["metrics"]

@@ -22,8 +22,9 @@ class Progress:
     """
 
     def __init__(self, label: str, total: int | None, unit: str = "", stream=None, interval: float = 10.0,
-                 quiet: bool = False, use_bar: bool | None = None):
+                 quiet: bool = False, use_bar: bool | None = None, note=None):
         self.label, self.total, self.unit = label, total, unit
+        self.note = note  # elapsed seconds -> more to say (e.g. tokens/s), or None
         self.stream = stream or sys.stderr
         self.interval, self.quiet = interval, quiet
         self.done = 0
@@ -58,8 +59,11 @@ class Progress:
     def status_line(self) -> str:
         divisor, shown = UNITS.get(self.unit, (1, self.unit))
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        done = f"{self.done / divisor:,.1f}" + (f"/{self.total / divisor:,.1f}" if self.total else "")
+        amount = (lambda n: f"{n:,}") if divisor == 1 else (lambda n: f"{n / divisor:,.1f}")
+        done = amount(self.done) + (f"/{amount(self.total)}" if self.total else "")
         line = f"{self.label}: {done} {shown or 'done'}, {self.done / divisor / elapsed:,.1f} {shown or 'items'}/s"
+        if self.note is not None:
+            line += f", {self.note(elapsed)}"
         if self.total:
             line += f", {100 * self.done / self.total:.0f}%"
             if self.done >= self.total / 100:  # an ETA from the first crumbs of work would be noise

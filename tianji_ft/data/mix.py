@@ -208,7 +208,7 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
                   outputs_of(out, report))
     tally = Tally()
     with RejectSink(rejects_path(out)) as sink:
-        with Progress(f"mix {out.name} (reading)", None, quiet=quiet) as progress:
+        with Progress(f"mix {out.name} (reading)", None, unit="records", quiet=quiet) as progress:
             for s in sources:  # pass 1: convert and count
                 _convert_source(s, tally, sink, progress)
         rng = random.Random(seed)

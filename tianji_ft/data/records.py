@@ -101,7 +101,7 @@ def process(sources: list[Path], transform: Transform, out: str | Path, *, reade
 
     results = screened(batches(), transform)
     with RecordWriter(out) as writer, RejectSink(rejects) as sink, \
-            Progress(f"{label} {out.name}", None, quiet=quiet) as progress:
+            Progress(f"{label} {out.name}", None, unit="records", quiet=quiet) as progress:
         while chunk := list(islice(results, _CHUNK)):
             kinds = list(map(type, chunk))
             if Rejected in kinds:  # log the rejects; write the records around them

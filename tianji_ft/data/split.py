@@ -71,7 +71,7 @@ def split_file(path: str | Path, out_dir: str | Path, *, test_ratio: float = 0.3
         n = sum(1 for _ in iter_records(path, encoding))
         flags = choose_test_records(n, test_ratio, seed)
         with RecordWriter(train_path) as train, RecordWriter(test_path) as test, \
-                Progress(f"split {path.name}", n, quiet=quiet) as progress:
+                Progress(f"split {path.name}", n, unit="records", quiet=quiet) as progress:
             for index, record in iter_records(path, encoding):
                 (test if flags[index] else train).write(record)
                 progress.update()
