@@ -3,17 +3,25 @@
 Only a 16-byte digest per distinct record is kept in memory, so a file of
 millions of records dedupes in one streaming pass. The first occurrence is
 kept; later ones are rejected with the index of the record they repeat.
+
+In a file of preference records a duplicate is the same prompt, chosen and
+rejected answers. Pairs that only share the prompt are kept (several pairs per
+prompt are how preference sets are made) and counted as a note, as are pairs
+that repeat an earlier one with chosen and rejected swapped (they pull the
+model both ways: look at them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from tianji_ft.data.accounting import Rejected, Tally
 from tianji_ft.core.jsonfast import dumps
+from tianji_ft.data.preference import PREFERENCE, mixed_error, record_kind, sniff
 from tianji_ft.data.records import process
 from tianji_ft.data.reader import check_encoding, iter_records
 
@@ -56,8 +64,44 @@ def normalised_key(record) -> bytes:
     return _digest("\x1f".join(parts).encode("utf-8", "surrogatepass"))
 
 
-def dedupe_records(rows: Iterable, *, normalised: bool = True) -> Iterator:
-    """One result per record: the record, or ``Rejected`` naming the earlier copy."""
+def preference_key(record) -> bytes:
+    """Exact key of a preference record: its prompt, chosen and rejected messages."""
+    if not isinstance(record, dict):
+        return exact_key(record)
+    return _digest(dumps([record.get(k) for k in ("prompt", "chosen", "rejected")]))
+
+
+def _messages_text(messages) -> str | None:
+    if not isinstance(messages, list):
+        return None
+    return "\x1e".join(f"{m.get('role')}\x1f{normalise(str(m.get('content', '')))}" if isinstance(m, dict)
+                       else normalise(str(m)) for m in messages)
+
+
+def normalised_preference_key(record, swapped: bool = False) -> bytes:
+    """Normalised key of a preference record (``swapped``: with chosen and rejected exchanged)."""
+    fields = ("prompt", "rejected", "chosen") if swapped else ("prompt", "chosen", "rejected")
+    parts = [_messages_text(record.get(k)) for k in fields] if isinstance(record, dict) else [None]
+    if None in parts:
+        return preference_key(record)
+    return _digest("\x1d".join(parts).encode("utf-8", "surrogatepass"))
+
+
+def prompt_key(record) -> bytes | None:
+    text = _messages_text(record.get("prompt")) if isinstance(record, dict) else None
+    return None if text is None else _digest(text.encode("utf-8", "surrogatepass"))
+
+
+def dedupe_records(rows: Iterable, *, normalised: bool = True, kind: str = "conversation",
+                   notes: Counter | None = None) -> Iterator:
+    """One result per record: the record, or ``Rejected`` naming the earlier copy.
+
+    ``kind`` is the file's format; for ``"preference"``, pairs sharing a prompt
+    with an earlier pair, or swapping its answers, are kept and counted in ``notes``.
+    """
+    if kind == PREFERENCE:
+        yield from _dedupe_pairs(rows, normalised, notes if notes is not None else Counter())
+        return
     exact: dict[bytes, int] = {}
     near: dict[bytes, int] = {}
     for index, record in enumerate(rows):
@@ -75,16 +119,65 @@ def dedupe_records(rows: Iterable, *, normalised: bool = True) -> Iterator:
         yield record
 
 
+SAME_PROMPT = "pair for a prompt seen before (kept)"
+SWAPPED = "pair repeating an earlier one with chosen and rejected swapped (kept)"
+
+
+def _dedupe_pairs(rows: Iterable, normalised: bool, notes: Counter) -> Iterator:
+    exact: dict[bytes, int] = {}
+    near: dict[bytes, int] = {}
+    prompts: set[bytes] = set()
+    for index, record in enumerate(rows):
+        key = preference_key(record)
+        if key in exact:
+            yield Rejected("exact duplicate", f"same as record {exact[key]}")
+            continue
+        exact[key] = index
+        nkey = normalised_preference_key(record)
+        if normalised and nkey in near:
+            yield Rejected("duplicate after normalising whitespace/punctuation", f"same as record {near[nkey]}")
+            continue
+        swapped = normalised_preference_key(record, swapped=True)
+        if swapped != nkey and swapped in near:
+            notes[SWAPPED] += 1
+        near.setdefault(nkey, index)
+        pkey = prompt_key(record)
+        if pkey is not None:
+            if pkey in prompts:
+                notes[SAME_PROMPT] += 1
+            prompts.add(pkey)
+        yield record
+
+
+def _one_format(rows: Iterable, path: Path, kind: str, first: int | None) -> Iterator:
+    """``rows``, stopping at the first record of the other format (one line: a mixed file)."""
+    for index, record in enumerate(rows):
+        other = record_kind(record)
+        if other is not None and other != kind:
+            raise mixed_error(path, index, other, kind, first)
+        yield record
+
+
 def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, encoding: str = "utf-8",
                 report: str | Path | None = None, quiet: bool = True) -> Tally:
     """Write the first copy of every record of ``path`` to ``out``.
 
     Like every converting command: outputs are checked against the input
     first, records with a lone surrogate are rejected, and a run that keeps
-    nothing raises :class:`~tianji_ft.data.accounting.NoRecordKept`.
+    nothing raises :class:`~tianji_ft.data.accounting.NoRecordKept`. A file
+    of preference records is deduped as pairs; one mixing both formats is
+    refused, and nothing is written.
     """
     check_encoding(encoding)
-    return process([Path(path)], lambda rows: dedupe_records(rows, normalised=normalised), out,
-                   reader=lambda p: iter_records(p, encoding), report=report, label="dedupe", quiet=quiet)
+    path = Path(path)
+    tally = Tally()
+
+    def transform(rows: Iterator) -> Iterator:  # called once the outputs are checked
+        kind, first = sniff(path, encoding)
+        return dedupe_records(_one_format(rows, path, kind, first), normalised=normalised, kind=kind,
+                              notes=tally.notes)
+
+    return process([path], transform, out, reader=lambda p: iter_records(p, encoding), report=report,
+                   label="dedupe", quiet=quiet, tally=tally)
 
 

@@ -11,17 +11,25 @@ A record::
 turn; ``chosen`` and ``rejected`` are the two answers to it, each a list of
 assistant messages (one, usually). Other top-level keys (``judge``, ``meta``)
 are allowed and ignored by XTuner. This module is the format's one home: its
-validator and its constructor.
+validator and its constructor, and how the data tools tell a file of preference
+records from a file of conversation records (:func:`sniff`): by the first
+record that is plainly one or the other. A file holding both is refused
+(:func:`mixed_error`): XTuner reads one format per dataset.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-from tianji_ft.data.schema import _json_type, lone_surrogate, show, surrogate_problem
+from tianji_ft.core.errors import UserError
+from tianji_ft.data.reader import iter_records
+from tianji_ft.data.schema import _json_type, lone_surrogate, record_problems, show, surrogate_problem
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 ROLES = ("system", "user", "assistant")
+CONVERSATION, PREFERENCE = "conversation", "preference"
+SNIFF_RECORDS = 100  # records looked at to tell a file's format: a raw file is not read to its end
 
 
 def is_preference(record: Any) -> bool:
@@ -29,7 +37,50 @@ def is_preference(record: Any) -> bool:
     return isinstance(record, dict) and all(key in record for key in PREFERENCE_FIELDS)
 
 
+def record_kind(record: Any) -> str | None:
+    """``"preference"`` for a record with any of prompt/chosen/rejected and no conversation,
+    ``"conversation"`` for one with a conversation and none of those, None for anything else."""
+    if not isinstance(record, dict):
+        return None
+    conversation = "conversation" in record
+    preference = "prompt" in record or "chosen" in record or "rejected" in record
+    if conversation != preference:
+        return CONVERSATION if conversation else PREFERENCE
+    return None
+
+
+def sniff(path: str | Path, encoding: str = "utf-8") -> tuple[str, int | None]:
+    """A file's format and the index of the record that shows it.
+
+    The first of the first :data:`SNIFF_RECORDS` records whose kind is plain
+    decides; a file without one is taken as conversation records (index None),
+    whose validator says what a record lacks.
+    """
+    for index, record in iter_records(path, encoding):
+        kind = record_kind(record)
+        if kind is not None:
+            return kind, index
+        if index + 1 >= SNIFF_RECORDS:
+            break
+    return CONVERSATION, None
+
+
+def validator(kind: str) -> Callable[[Any], list[str]]:
+    """The one validator of records of ``kind``."""
+    return preference_problems if kind == PREFERENCE else record_problems
+
+
+def mixed_error(path: str | Path, index: int, kind: str, file_kind: str, first: int | None) -> UserError:
+    """The one line for a record of the other format in a file."""
+    shown = f" (record {first} is one)" if first is not None else ""
+    return UserError(f"{path}:{index}: a {kind} record in a file of {file_kind} records{shown}; XTuner reads one "
+                     "format per file: keep conversation and preference records in separate files")
+
+
 def _message_problems(field: str, messages: Any, roles: tuple[str, ...]) -> list[str]:
+    if isinstance(messages, str):  # a raw public row (UltraFeedback's prompt, HH-RLHF's transcripts)
+        return [f"'{field}' is text, not a list of messages; convert the file first with 'tianji-ft data "
+                "convert' (kinds ultrafeedback, hh-rlhf)"]
     if not isinstance(messages, list) or not messages:
         return [f"'{field}' must be a non-empty list of messages"]
     problems = []

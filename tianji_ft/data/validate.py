@@ -1,12 +1,18 @@
-"""Schema check of converted files: every problem as ``file:record: message``."""
+"""Schema check of converted files: every problem as ``file:record: message``.
+
+A file holds conversation records or preference records; which, its records
+say (:func:`tianji_ft.data.preference.sniff`), and each record is checked by
+that format's one validator.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tianji_ft.data.preference import mixed_error, record_kind, sniff, validator
 from tianji_ft.data.reader import check_encoding, iter_records
-from tianji_ft.data.schema import record_problems, show
+from tianji_ft.data.schema import show
 from tianji_ft.core.errors import UserError
 
 
@@ -17,11 +23,17 @@ def validate_file(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:
     yields that one error, in the same one-line form. Text with a lone
     surrogate is a problem (the same rule that makes convert, dedupe and
     clean reject the record). Every line is printable: control characters
-    and surrogates in the data are shown as escapes.
+    and surrogates in the data are shown as escapes. A record of the other
+    format than the file's is one line, and the file's last.
     """
     try:
+        file_kind, first = sniff(path, encoding)
+        problems = validator(file_kind)
         for index, record in iter_records(path, encoding):
-            for problem in record_problems(record):
+            kind = record_kind(record)
+            if kind is not None and kind != file_kind:
+                raise mixed_error(path, index, kind, file_kind, first)
+            for problem in problems(record):
                 yield show(f"{path}:{index}: {problem}")
     except UserError as err:
         yield show(str(err))
