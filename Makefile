@@ -13,7 +13,7 @@ CONFIG ?=
 DATA ?=
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps lint demo test test-fast test-gguf bench train pipeline configs doctor clean
+.PHONY: install system-deps lint demo test test-fast test-gguf mutation bench train pipeline configs doctor clean
 
 install: $(STAMP)
 
@@ -56,6 +56,12 @@ LLAMA_CPP_VERSION := 0.3.36
 test-gguf: install
 	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PY) -m pytest -q tests/weights/test_export_gguf.py $(PYTEST_ARGS)
+
+# Mutation testing of the modules that guard data (tools/mutation/modules.toml, docs/mutation.md):
+# ~30 minutes on 2 cores, so not part of `make test`. MUTATION_ARGS="--only data/split.py" for one module.
+MUTATION_ARGS ?=
+mutation: install
+	$(PY) tools/mutation/run.py $(MUTATION_ARGS)
 
 bench: install
 	@set -e; for b in tools/bench_*.py; do echo "== $$b"; $(PY) $$b; done

@@ -1,0 +1,172 @@
+"""The split's promise across processes: a file, a ratio and a seed give the same bytes anywhere.
+
+The digests below were taken once from the project's own fixture
+(``helpers/fixtures/wishes10.jsonl``); a split that drifts with the process
+(hash randomisation, the pid, the clock) or with the Python version's random
+module fails them, in this process and in fresh ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tianji_ft.core.errors import UserError
+from tianji_ft.data import split as split_module
+from tianji_ft.data.split import choose_test_records, split_file
+
+WISHES10 = Path(__file__).resolve().parents[1] / "helpers" / "fixtures" / "wishes10.jsonl"
+# (ratio, seed) -> sha256 of (train, test), for the JSONL fixture and the same records as a JSON array
+PINNED = {
+    ".jsonl": {
+        (0.3, 42): ("4ee48f8bb3e977bc5a82f981226e414fb6f59e77cfc9c06801fd1f3c886e211f",
+                    "e4c1e74dffd156a6e130da434046cd8841e97d2c34a85234076726cad87e36ec"),
+        (0.5, 7): ("73520173dd743505e8e352e967cb168e7f5a289568711f07c384f48443b9fec1",
+                   "af93c43d4e748dc516b8a9220b1ea9829607b6fccbdf5e85c246ff20ce5c1836"),
+    },
+    ".json": {
+        (0.3, 42): ("1a7eea2f5d0ffffc6b425ada08e84a1fe696c89223ca9bdcb61d7459b503ebcb",
+                    "1740fa9c43768f0cf4d754ceed8340e22903b55bc264223528399c9051a09b4d"),
+    },
+}
+PINNED_TEST_LINES = {(0.3, 42): "1,2,5", (0.5, 7): "1,3,6,7,10"}  # 1-based lines of the test split
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source(tmp_path: Path, suffix: str) -> Path:
+    if suffix == ".jsonl":
+        return WISHES10
+    path = tmp_path / "wishes10.json"
+    records = [json.loads(line) for line in WISHES10.read_text(encoding="utf-8").splitlines()]
+    path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+def split_in_a_fresh_process(src: Path, out: Path, ratio: float, seed: int, hash_seed: str) -> None:
+    code = ("import sys; from tianji_ft.data.split import split_file; "
+            "split_file(sys.argv[1], sys.argv[2], test_ratio=float(sys.argv[3]), seed=int(sys.argv[4]))")
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+    subprocess.run([sys.executable, "-c", code, str(src), str(out), str(ratio), str(seed)], check=True, env=env)
+
+
+@pytest.mark.parametrize("suffix, ratio, seed", [(s, r, k) for s in PINNED for (r, k) in PINNED[s]])
+def test_split_bytes_are_pinned_in_this_process(tmp_path, suffix, ratio, seed):
+    _, train, test = split_file(source(tmp_path, suffix), tmp_path / "out", test_ratio=ratio, seed=seed)
+    assert (sha(train), sha(test)) == PINNED[suffix][(ratio, seed)]
+
+
+def test_split_bytes_are_the_same_in_fresh_processes_with_other_hash_seeds(tmp_path):
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"hash{hash_seed}"
+        split_in_a_fresh_process(WISHES10, out, 0.3, 42, hash_seed)
+        assert (sha(out / "train.jsonl"), sha(out / "test.jsonl")) == PINNED[".jsonl"][(0.3, 42)]
+
+
+@pytest.mark.parametrize("ratio, seed", sorted(PINNED_TEST_LINES))
+def test_the_test_split_is_the_pinned_lines_and_the_train_split_the_rest_in_order(tmp_path, ratio, seed):
+    lines = WISHES10.read_text(encoding="utf-8").splitlines(keepends=True)
+    chosen = [int(n) for n in PINNED_TEST_LINES[(ratio, seed)].split(",")]
+    _, train, test = split_file(WISHES10, tmp_path / "out", test_ratio=ratio, seed=seed)
+    assert test.read_text(encoding="utf-8") == "".join(lines[n - 1] for n in chosen)
+    assert train.read_text(encoding="utf-8") == "".join(line for n, line in enumerate(lines, 1) if n not in chosen)
+
+
+@pytest.mark.parametrize("n, ratio, expected", [
+    (9, 0.3, 3),    # 2.7 rounds up, not down
+    (7, 0.3, 2),    # 2.1 rounds down
+    (10, 0.26, 3),  # 2.6
+    (3, 0.1, 1),    # 0.3 would be none: at least one test record
+    (3, 0.9, 2),    # 2.7 would be all: at least one train record
+    (2, 0.5, 1),
+])
+def test_the_test_count_is_n_times_ratio_rounded_to_nearest_with_one_each_side(n, ratio, expected):
+    flags = choose_test_records(n, ratio, seed=5)
+    assert len(flags) == n and set(flags) <= {0, 1}
+    assert sum(flags) == expected
+
+
+@pytest.mark.parametrize("n, ratio, expected", [(9, 0.3, 3), (7, 0.3, 2), (3, 0.1, 1), (3, 0.9, 2)])
+def test_files_hold_the_rounded_counts_on_both_paths(tmp_path, n, ratio, expected):
+    records = [{"conversation": [{"input": f"祝福{i}", "output": f"快乐{i}"}]} for i in range(n)]
+    for suffix in (".jsonl", ".json"):
+        src = tmp_path / f"in{n}{suffix}"
+        if suffix == ".jsonl":
+            src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        else:
+            src.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+        tally, train, test = split_file(src, tmp_path / f"out{n}{suffix}", test_ratio=ratio, seed=3)
+        test_records = [r for _, r in split_module.iter_records(test)]
+        train_records = [r for _, r in split_module.iter_records(train)]
+        assert len(test_records) == expected and len(train_records) == n - expected
+        assert sorted(map(json.dumps, test_records + train_records)) == sorted(map(json.dumps, records))
+        assert (tally.read, tally.written) == (n, n)
+
+
+def test_a_bom_and_blank_lines_are_not_records_and_are_not_copied(tmp_path):
+    lines = [json.dumps({"conversation": [{"input": f"问{i}", "output": f"答{i}"}]}, ensure_ascii=False)
+             for i in range(4)]
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "\n  \n".join(lines).encode("utf-8") + b"\n\n\t\n")
+    tally, train, test = split_file(src, tmp_path / "out", test_ratio=0.5, seed=1)
+    got = train.read_text(encoding="utf-8").splitlines() + test.read_text(encoding="utf-8").splitlines()
+    assert sorted(got) == sorted(lines) and len(test.read_text(encoding="utf-8").splitlines()) == 2
+    assert not train.read_bytes().startswith(b"\xef\xbb\xbf") and not test.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert (tally.read, tally.written) == (4, 4)
+
+
+def test_a_last_line_without_newline_gets_one(tmp_path):
+    src = tmp_path / "nonl.jsonl"
+    src.write_text('{"a": "甲"}\n{"a": "乙"}\n{"a": "丙"}', encoding="utf-8")
+    _, train, test = split_file(src, tmp_path / "out", test_ratio=0.34, seed=0)
+    both = train.read_text(encoding="utf-8") + test.read_text(encoding="utf-8")
+    assert sorted(both.splitlines(keepends=True)) == ['{"a": "丙"}\n', '{"a": "乙"}\n', '{"a": "甲"}\n']
+
+
+@pytest.mark.parametrize("aside", [0, 1 << 40], ids=["forked check", "check in place"])
+def test_a_malformed_line_anywhere_stops_the_split_whichever_way_it_is_checked(tmp_path, monkeypatch, aside):
+    monkeypatch.setattr(split_module._Check, "ASIDE", aside)
+    src = tmp_path / "bad.jsonl"
+    good = WISHES10.read_text(encoding="utf-8")
+    src.write_text(good + '{"conversation": [祝福]}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:11:"):
+        split_file(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    src.write_text(good, encoding="utf-8")  # and the same file, mended, splits
+    tally, _, _ = split_file(src, tmp_path / "out")
+    assert tally.written == 10
+
+
+def test_a_forked_check_left_early_is_ended_and_leaves_no_child(tmp_path, monkeypatch):
+    monkeypatch.setattr(split_module._Check, "ASIDE", 0)
+    check = split_module._Check(WISHES10)
+    with check:
+        pid = check.pid
+        assert pid is not None
+    assert check.pid is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def test_a_file_that_grows_between_the_passes_is_refused(tmp_path, monkeypatch):
+    src = tmp_path / "grows.jsonl"
+    src.write_text(WISHES10.read_text(encoding="utf-8"), encoding="utf-8")
+    real = split_module.choose_test_records
+
+    def choose_then_grow(n, ratio, seed):
+        with open(src, "a", encoding="utf-8") as fh:
+            fh.write('{"a": "新"}\n')
+        return real(n, ratio, seed)
+
+    monkeypatch.setattr(split_module, "choose_test_records", choose_then_grow)
+    with pytest.raises(UserError, match="changed while being split"):
+        split_file(src, tmp_path / "out")
+    assert not (tmp_path / "out" / "train.jsonl").exists()

@@ -1,0 +1,122 @@
+"""Mutation testing of the modules that guard user data and model correctness.
+
+Each module of ``modules.toml`` is mutated by mutmut in its own copy of the
+working tree (never the tree itself: others may be running its tests), and
+each mutant runs only that module's fast tests, listed beside it. Modules run
+``--jobs`` at a time. The report (``work_dirs/mutation/report.md`` and
+``report.json``) gives killed / timeout / survived per module, the kill rate,
+and every survivor with its diff and, where ``accepted.toml`` lists its line,
+the reason it is accepted.
+
+    python tools/mutation/run.py [--jobs 2] [--only data/split.py ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from report import write_report  # noqa: E402
+
+
+def load_modules(only: list[str]) -> dict[str, dict]:
+    modules = tomllib.loads((HERE / "modules.toml").read_text(encoding="utf-8"))["modules"]
+    unknown = set(only) - set(modules)
+    if unknown:
+        raise SystemExit(f"not in tools/mutation/modules.toml: {', '.join(sorted(unknown))}")
+    return {name: spec for name, spec in modules.items() if not only or name in only}
+
+
+def load_accepted() -> dict[str, dict[str, str]]:
+    """module -> {stripped source line: reason} of survivors accepted as equivalent."""
+    accepted: dict[str, dict[str, str]] = {}
+    for item in tomllib.loads((HERE / "accepted.toml").read_text(encoding="utf-8")).get("accepted", []):
+        accepted.setdefault(item["module"], {})[item["line"].strip()] = item["reason"]
+    return accepted
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as it is (tracked and new files, not ignored ones) into ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    shutil.rmtree(dest, ignore_errors=True)
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def runner_command(spec: dict) -> str:
+    # -x: the first failing test kills the mutant; no cache: copies share nothing.
+    tests = " ".join(shlex.quote(t) for t in spec["tests"])
+    return f"{shlex.quote(sys.executable)} -m pytest -x -q -p no:cacheprovider -m 'not slow' {tests}"
+
+
+def mutate(module: str, spec: dict, work: Path) -> dict:
+    copy = work / module.replace("/", "_").removesuffix(".py")
+    copy_tree(copy)
+    env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
+    log = (work / f"{copy.name}.log").open("w", encoding="utf-8")
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run(mutmut + ["run", "--paths-to-mutate", f"tianji_ft/{module}", "--tests-dir", "tests",
+                             "--runner", runner_command(spec), "--no-progress", "--simple-output"],
+                   cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - started
+    return {"module": module, "seconds": round(seconds), "tests": spec["tests"],
+            "mutants": read_cache(copy, mutmut, env)}
+
+
+def read_cache(copy: Path, mutmut: list[str], env: dict) -> list[dict]:
+    cache = copy / ".mutmut-cache"
+    if not cache.exists():
+        return []
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT m.id, m.status, l.line_number, l.line FROM Mutant m JOIN Line l ON m.line = l.id"
+                          " ORDER BY m.id").fetchall()
+    mutants = []
+    for mutant_id, status, line_number, line in rows:
+        item = {"id": mutant_id, "status": status, "line": line_number + 1, "source": line}
+        if status not in ("ok_killed", "bad_timeout"):
+            item["diff"] = subprocess.run(mutmut + ["show", str(mutant_id)], cwd=copy, env=env,
+                                          capture_output=True, text=True).stdout.strip()
+        mutants.append(item)
+    return mutants
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="modules mutated at once (default 2)")
+    parser.add_argument("--only", nargs="*", default=[], help="modules of modules.toml (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "work_dirs" / "mutation")
+    args = parser.parse_args(argv)
+    modules = load_modules(args.only)
+    work = args.out / "copies"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # the slowest first, so that the last ones to finish are short
+    order = sorted(modules, key=lambda m: -modules[m].get("weight", 1))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda m: mutate(m, modules[m], work), order))
+    results.sort(key=lambda r: r["module"])
+    passed = write_report(args.out, results, load_accepted(), round(time.monotonic() - started), args.jobs)
+    print(f"report: {args.out / 'report.md'}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
