@@ -34,6 +34,9 @@ def test_config_trains_with_tiny(name, tmp_path):
     log = (wd / "train.log").read_text() if (wd / "train.log").is_file() else ""
     assert proc.returncode == 0, proc.stderr[-1500:] + log[-3000:]
     assert iterations(log) >= 2
+    # the foreground run showed its progress as it went (tianji_ft.train.live), on stderr
+    done = iterations(log)
+    assert "[tianji-ft] training started" in proc.stderr and f"iter {done}/{done} (100%), loss " in proc.stderr
     meta = config_meta(resolve_config(name))
     if meta.get("quantized"):
         assert "training plain LoRA instead of QLoRA" in proc.stdout

@@ -301,3 +301,20 @@ def test_status_json_and_the_next_step_of_a_finished_run(tmp_path, capsys):
     assert info["state"] == "finished" and info["exit_code"] == 0 and info["last_checkpoint"].endswith("iter_8.pth")
     assert main(["status", str(tmp_path)]) == 0
     assert f"next: tianji-ft convert {tmp_path}" in capsys.readouterr().out
+
+
+def test_status_of_a_running_run_shows_iteration_loss_and_eta(tmp_path, capsys):
+    from tianji_ft.core.manifest import write_manifest
+
+    write_manifest(tmp_path, {"config": {"name": "x"}, "state": "finished", "exit_code": 0, "started": "t0",
+                              "ended": "t1", "world_size": 1})
+    (tmp_path / "x.py").write_text("batch_size = 2\nmax_length = 512\npack_to_max_length = True\n", encoding="utf-8")
+    (tmp_path / "train.log").write_text(
+        "12/02 00:22:10 - mmengine - INFO - Iter(train) [ 40/100]  lr: 2.0000e-04  eta: 0:05:12  time: 0.5120  "
+        "data_time: 0.0078  loss: 1.2345\n", encoding="utf-8")
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    progress = json.loads(capsys.readouterr().out)["progress"]
+    assert (progress["iter"], progress["max_iters"], progress["loss"], progress["eta"]) == (40, 100, 1.2345, "0:05:12")
+    assert progress["tokens_per_sec"] == 2 * 512 / 0.512  # packed rows: batch x max_length tokens an iteration
+    assert main(["status", str(tmp_path)]) == 0
+    assert "progress: iter 40/100 (40%), loss 1.2345, lr 2.0e-04, 2,000 tokens/s, ETA 0:05:12" in capsys.readouterr().out

@@ -22,6 +22,10 @@ def run(args) -> int:
         return 0 if ok else 1
     if info["signal"]:
         info["state"] = f"{info['state']} ({info['signal']})"
+    from tianji_ft.train.live import describe
+
+    if info["progress"]:
+        info["progress"] = describe(info["progress"])
     for key, value in info.items():
         if value is not None and key != "signal":
             print(f"{key}: {value}")

@@ -50,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--detach", action="store_true", help="run in the background; follow with tianji-ft logs WORK_DIR -f")
     p.add_argument("--overwrite", action="store_true",
                    help="train in an existing work dir that tianji-ft did not make (its files are kept)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no live progress (iteration, loss, lr, tokens/s, ETA) on stderr; train.log has it all")
     add_plan_arguments(p)
     add_config_settings(p)
 
@@ -64,6 +66,7 @@ def build_request(args):
         master_addr=getattr(args, "master_addr", "127.0.0.1"), master_port=getattr(args, "master_port", None),
         launcher=getattr(args, "launcher", None), resume=getattr(args, "resume", None), tiny=args.tiny,
         settings=settings, cfg_options=args.sets, overwrite=getattr(args, "overwrite", False),
+        quiet=getattr(args, "quiet", False),
     )
 
 

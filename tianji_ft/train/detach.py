@@ -64,10 +64,21 @@ def status(work_dir: str | Path) -> dict:
                 else "stopped"
         else:
             state = "finished" if exit_code == 0 else "failed"
+    from tianji_ft.train.live import last_progress
+    from tianji_ft.train.plan import tokens_per_iter
+    from tianji_ft.train.train import TRAIN_LOG
+
+    progress = last_progress(work_dir / TRAIN_LOG)
+    if progress and "tokens_per_sec" not in progress and isinstance(progress.get("time"), float) \
+            and progress["time"] > 0:
+        tokens = tokens_per_iter(work_dir, manifest)
+        if tokens:
+            progress["tokens_per_sec"] = round(tokens / progress["time"], 1)
     return {"state": state, "signal": manifest.get("signal"), "pid": pid,
             "config": manifest.get("config", {}).get("name"), "started": manifest.get("started"),
             "ended": manifest.get("ended"), "exit_code": exit_code,
-            "last_checkpoint": manifest.get("last_checkpoint")}
+            "last_checkpoint": manifest.get("last_checkpoint"),
+            "progress": progress}
 
 
 def _lock_held(work_dir: Path) -> bool:

@@ -382,6 +382,18 @@ def measure_throughput(work_dir: str | Path, manifest: dict) -> dict | None:
     }
 
 
+def tokens_per_iter(work_dir: str | Path, manifest: dict) -> float | None:
+    """Tokens one iteration trains, where it is known before the run ends: from the run's plan, or
+    (packed rows) GPUs x batch x max_length of the config XTuner dumped into the work dir."""
+    plan = manifest.get("plan") or {}
+    if (plan.get("schedule") or {}).get("tokens_per_iter"):
+        return float(plan["schedule"]["tokens_per_iter"])
+    shape = _dumped_shape(Path(work_dir), (manifest.get("config") or {}).get("name"))
+    if shape.get("pack") and shape.get("batch_size") and shape.get("max_length"):
+        return float(int(manifest.get("world_size") or 1) * shape["batch_size"] * shape["max_length"])
+    return None
+
+
 def _dumped_shape(work_dir: Path, name: str | None) -> dict:
     """batch_size, max_length and pack_to_max_length from the config copy XTuner writes into the work dir."""
     import ast

@@ -52,6 +52,7 @@ class TrainRequest:
     cfg_options: list[str] = field(default_factory=list)
     log_to_terminal: bool = False
     overwrite: bool = False  # train in a work dir tianji-ft did not make (its files are kept)
+    quiet: bool = False  # no live progress on stderr (train.log has it all)
 
 
 def cuda_available() -> bool:
@@ -279,7 +280,8 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
           + (f" (log: {log_path})" if log_path else ""), file=out, flush=True)
     rc, state, signal_name, start = 1, "failed", None, time.monotonic()
     try:
-        run.run_step("train", p["cmd"], p["env"], log_path, runner=runner)
+        with _live_progress(log_path, work_dir, manifest, req.quiet):
+            run.run_step("train", p["cmd"], p["env"], log_path, runner=runner)
         rc, state = 0, "finished"
     except StepFailed as err:
         rc = err.returncode
@@ -303,6 +305,18 @@ def _train_locked(req: TrainRequest, p: dict, work_dir: Path, runner, out) -> in
                 print(f"[tianji-ft] loss curve: {png}", file=out, flush=True)
             print(f"[tianji-ft] next: tianji-ft convert {work_dir}", file=out, flush=True)
     return rc
+
+
+def _live_progress(log_path: Path | None, work_dir: Path, manifest: dict, quiet: bool):
+    """Iteration, loss, lr, tokens/s and ETA from train.log while the run writes it (stderr)."""
+    import contextlib
+
+    from tianji_ft.train.live import LiveProgress
+    from tianji_ft.train.plan import tokens_per_iter
+
+    if log_path is None:  # XTuner writes to the terminal itself
+        return contextlib.nullcontext()
+    return LiveProgress(log_path, quiet=quiet, tokens_per_iter=lambda: tokens_per_iter(work_dir, manifest))
 
 
 def _saved_plan(work_dir: Path, manifest: dict) -> dict | None:
