@@ -29,6 +29,7 @@ class EvalItem:
     id: str
     messages: list[dict]  # ends with the user turn to answer
     reference: str | None = None
+    meta: dict | None = None  # the record's "meta" (style, scene, ...): the judge reports by style and scene
 
     @property
     def prompt(self) -> str:
@@ -74,7 +75,8 @@ def load_test_data(path: str | Path) -> list[EvalItem]:
             messages += [{"role": "user", "content": turn["input"]},
                          {"role": "assistant", "content": turn.get("output") or ""}]
         messages.append({"role": "user", "content": turns[-1]["input"]})
-        items.append(EvalItem(str(len(items) + 1), messages, turns[-1].get("output")))
+        meta = record.get("meta") if isinstance(record.get("meta"), dict) else None
+        items.append(EvalItem(str(len(items) + 1), messages, turns[-1].get("output"), meta))
     if not items:
         raise UserError(f"{path}: no records")
     return items
@@ -133,9 +135,16 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
              template: str = "auto", system: str | None = None, compare: str | None = None,
              compare_adapter: str | None = None, params: GenerationParams | None = None,
              batch_size: int = 8, bits: int | None = None, device: str = "auto",
-             data_file: str | Path | None = None, overwrite: bool = False, quiet: bool = False) -> dict:
+             data_file: str | Path | None = None, overwrite: bool = False, quiet: bool = False,
+             judge=None) -> dict:
+    """``judge`` (a :class:`tianji_ft.chat.eval_judge.JudgeSpec`, with ``compare``): an LLM judges model vs base."""
     params = params or GenerationParams(temperature=0.0)
     out_dir = Path(out_dir)
+    if judge is not None:
+        if not compare:
+            raise UserError("--judge compares two models' answers: pass --compare BASE_MODEL, or judge earlier "
+                            "eval folders with --judge-answers")
+        judge.endpoint.api_key()  # a missing key stops here, before any model loads
     check_outputs([("model", model), ("adapter", adapter), ("compared model", compare),
                    ("compared adapter", compare_adapter), ("test data", data_file)],
                   [Output(out_dir, "-o", kind=EVAL_KIND)], overwrite=overwrite)
@@ -155,6 +164,10 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
     with atomic_open(out_dir / "answers.jsonl") as fh:
         for n, item in enumerate(items):
             row = {"id": item.id, "prompt": item.prompt, "reference": item.reference}
+            if len(item.messages) > 1:  # the system prompt and earlier turns, so a later --judge-answers sees them
+                row["context"] = item.messages[:-1]
+            if item.meta:
+                row["meta"] = item.meta
             for key, (_, replies) in results.items():
                 prefix = "" if key == "model" else "base_"
                 reply = replies[n]
@@ -164,6 +177,12 @@ def evaluate(model: str, items: list[EvalItem], out_dir: str | Path, *, adapter:
     summary = {key: info for key, (info, _) in results.items()}
     summary["settings"] = {"prompts": len(items), "batch_size": batch_size, **vars(params)}
     summary["settings"]["stop"] = list(params.stop)
+    judged = None
+    if judge is not None:
+        from tianji_ft.chat.eval_judge import judge_replies
+
+        judged = judge_replies(out_dir, items, results["model"][1], results["base"][1], judge)
+        summary["judge"] = judged.summary
     write_json(out_dir / "metrics.json", summary)
-    write_report(out_dir / "report.md", items, {k: v for k, v in results.items()}, summary["settings"])
+    write_report(out_dir / "report.md", items, {k: v for k, v in results.items()}, summary["settings"], judge=judged)
     return summary

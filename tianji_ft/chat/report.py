@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tianji_ft.chat import report_judge
 from tianji_ft.core.fsio import atomic_open
 
 METRIC_ROWS = [
@@ -34,7 +35,8 @@ def _column(key: str, info: dict) -> str:
     return cell(_label(info) + (" (base)" if key == "base" else ""))
 
 
-def write_report(path: str | Path, items, results: dict, settings: dict) -> None:
+def write_report(path: str | Path, items, results: dict, settings: dict, judge=None) -> None:
+    """``judge``: a :class:`tianji_ft.synth.judge.JudgeResult` of model (A) against base (B)."""
     keys = list(results)
     infos = {k: results[k][0] for k in keys}
     lines = [f"# Evaluation of {_label(infos['model'])}", ""]
@@ -53,12 +55,16 @@ def write_report(path: str | Path, items, results: dict, settings: dict) -> None
         if all(v is None for v in values):
             continue
         lines.append(f"| {title} | " + " | ".join("" if v is None else fmt.format(v) for v in values) + " |")
+    if judge is not None and len(keys) == 2:
+        lines += report_judge.metric_rows(judge.summary)
     for k in keys:
         rate = infos[k]["metrics"]["stop_rate"]
         if rate < LOW_STOP_RATE:
             lines += ["", f"**Warning:** only {rate:.0%} of the answers of {_label(infos[k])} ended on the stop "
                           f"token; the rest ran to the token limit. Check that template `{infos[k]['template']}` "
                           "is the one the model was trained with."]
+    if judge is not None:
+        lines += report_judge.section(judge.summary, _column("model", infos["model"]), _column("base", infos["base"]))
     lines += ["", "## Answers", ""]
     for n, item in enumerate(items):
         lines += [f"### {item.id}", "", f"**Prompt:** {cell(item.prompt)}", ""]
@@ -71,5 +77,7 @@ def write_report(path: str | Path, items, results: dict, settings: dict) -> None
             mark = "" if reply.finish_reason == "stop" else " *(cut at the token limit)*"
             row.append(cell(reply.text) + mark)
         lines += ["| " + " | ".join(header) + " |", "|---" * len(keys) + "|", "| " + " | ".join(row) + " |", ""]
+        if judge is not None:
+            lines += [cell(line) if line else "" for line in report_judge.verdict_lines(judge, item.id)]
     with atomic_open(path) as fh:
         fh.write("\n".join(lines) + "\n")

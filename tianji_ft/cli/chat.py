@@ -13,9 +13,12 @@ tianji-ft chat work_dirs/wishes/merged --prompt "祝姐姐生日快乐,小红书
 """
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """MODEL, --adapter, --template, --system, --bits, --device: how the engine loads a model."""
-    parser.add_argument("model", metavar="MODEL", help="Hugging Face model folder (merged or base) or hub id")
+def add_model_flags(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    """MODEL, --adapter, --template, --system, --bits, --device: how the engine loads a model.
+
+    ``optional``: MODEL may be left out (the verb checks when it is needed)."""
+    parser.add_argument("model", metavar="MODEL", nargs="?" if optional else None,
+                        help="Hugging Face model folder (merged or base) or hub id")
     parser.add_argument("--adapter", metavar="DIR", help="LoRA/QLoRA adapter folder (from 'tianji-ft convert')")
     parser.add_argument("--template", default="auto", metavar="auto|NAME",
                         help="XTuner prompt template (default auto: the run manifest, else the tokenizer's chat template)")

@@ -18,6 +18,14 @@ OPENAI_API_KEY=none tianji-ft synth wishes --base-url http://127.0.0.1:8000/v1 -
 
 MAP_EXAMPLE = "tianji-ft synth wishes-map --plot wishes_map.png"
 
+PAIRS_EXAMPLE = """\
+export DEEPSEEK_API_KEY=...
+tianji-ft synth pairs --prompts data/wishes/test.jsonl --model work_dirs/wishes/merged \\
+    --base-url https://api.deepseek.com/v1 --api-model deepseek-chat --api-key-env DEEPSEEK_API_KEY -o data/pairs
+# one candidate from the SFT model, one from the remote model
+tianji-ft synth pairs --prompts prompts.txt --model work_dirs/wishes/merged --candidates local remote \\
+    --base-url http://127.0.0.1:8000/v1 --api-model qwen -o data/pairs_qwen"""
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -70,11 +78,61 @@ def register(subparsers) -> None:
     w.add_argument("--status-interval", type=float, default=10.0, help="seconds between status lines when stderr is not a terminal")
     w.add_argument("--dry-run", action="store_true", help="print the number of requests and three sample prompts; send nothing")
 
+    _register_pairs(sub)
+
     m = add_verb(sub, "wishes-map", "Show which role x scene pairs are generated (data/wishes/role_scene_map.json).",
                  MAP_EXAMPLE, func=_run_map)
     m.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the table as a heatmap image")
     m.add_argument("--font", help="a font file with Chinese glyphs for the labels (default: an installed CJK font)")
     m.add_argument("--data-dir", type=Path, help="folder with the generator's data files (default: the shipped data/wishes)")
+
+
+def _register_pairs(sub) -> None:
+    from tianji_ft.cli._judge import add_judge_flags
+
+    p = add_verb(sub, "pairs", "Preference data: two candidate answers per prompt, the better one chosen by an LLM "
+                 "judge (both orders), resumably.", PAIRS_EXAMPLE, func=_run_pairs)
+    p.add_argument("--prompts", required=True, type=Path, metavar="FILE",
+                   help="prompts: a text file with one per line, or conversation records (.jsonl/.json; the last "
+                        "turn's input is the prompt, earlier turns its context)")
+    p.add_argument("-o", "--output", dest="out", required=True, type=Path, metavar="DIR",
+                   help="output folder: pairs.jsonl (preference records), plus .pairs-summary.json and the resume journals")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
+    c = p.add_argument_group("candidates")
+    c.add_argument("--candidates", nargs=2, default=["local", "local"], metavar=("FIRST", "SECOND"),
+                   choices=["local", "remote"],
+                   help="where the two candidates come from: local (the SFT --model, sampled with seed, seed+1) or "
+                        "remote (the endpoint's model) (default: local local)")
+    c.add_argument("--model", metavar="DIR", help="the local SFT model folder (merged, or a base with --adapter)")
+    c.add_argument("--adapter", metavar="DIR", help="LoRA adapter for --model")
+    c.add_argument("--template", default="auto", metavar="auto|NAME",
+                   help="prompt template of --model (default auto: its run manifest, else its tokenizer's)")
+    c.add_argument("--system", help="system prompt for --model (default: its run manifest's)")
+    c.add_argument("--bits", type=int, choices=[4, 8], help="load --model 4- or 8-bit quantized (CUDA only)")
+    c.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (default: cuda when available)")
+    c.add_argument("--candidate-model", metavar="NAME",
+                   help="model at the endpoint for remote candidates (default: the judge's --api-model)")
+    c.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of the candidates (default: 0.8)")
+    c.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
+    c.add_argument("--top-k", type=int, default=40, help="local candidates only (default 40)")
+    c.add_argument("--max-new-tokens", type=_positive_int, default=256, help="longest candidate in tokens (default 256)")
+    c.add_argument("--seed", type=int, default=0, help="local candidate n samples with seed + n - 1 (default 0)")
+    c.add_argument("--batch-size", type=_positive_int, default=8, help="prompts generated together locally (default 8)")
+    add_judge_flags(p, "judge (docs/judge.md)")
+
+
+def _run_pairs(args) -> int:
+    from tianji_ft.chat.pairs import PairsConfig, run_pairs
+    from tianji_ft.cli._judge import endpoint_from_args
+
+    cfg = PairsConfig(prompts=args.prompts, out_dir=args.out, judge=endpoint_from_args(args), rubric=args.rubric,
+                      sources=tuple(args.candidates), model=args.model, adapter=args.adapter, template=args.template,
+                      system=args.system, bits=args.bits, device=args.device, candidate_model=args.candidate_model,
+                      temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                      max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+                      overwrite=args.overwrite)
+    return run_pairs(cfg)
 
 
 def _run_wishes(args) -> int:

@@ -129,10 +129,13 @@ class ChatClient:
         return False, False, None, f"{type(err).__name__}: {str(err)[:300]}"
 
     def complete(self, system: str, user: str) -> Completion:
+        return self.complete_messages([{"role": "system", "content": system}, {"role": "user", "content": user}])
+
+    def complete_messages(self, messages: list[dict]) -> Completion:
+        """The reply to a whole conversation (OpenAI chat messages ending with the user turn)."""
         kwargs = {"temperature": self.temperature} if self.temperature is not None else {}
         if self.max_tokens:
             kwargs["max_tokens"] = self.max_tokens
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         for attempt in range(1, self.policy.max_attempts + 1):
             self._wait_for_pause()
             try:
