@@ -433,3 +433,18 @@ def test_no_record_left_is_the_one_line_error_xtuner_s_path_gave(tmp_path, tiny)
     with pytest.raises(UserError, match="no training sample left after tokenizing with max_length=64"):
         cached_process_hf_dataset(**kwargs, cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())  # nothing half-built left behind
+
+
+def test_a_long_build_logs_how_far_it_is(tmp_path, tiny, small_batches, caught_log, monkeypatch):
+    from tianji_ft.xtuner.dataset_cache import cached_process_hf_dataset
+
+    monkeypatch.setattr(fast_encode, "PROGRESS_EVERY_S", 0.0)  # every batch of 3 rows counts as "long"
+    records = tricky_records()
+    data = write_jsonl(tmp_path / "d.jsonl", records)
+    kwargs = kwargs_for(data, tiny["internlm2"], tmp_path / "hf", "internlm2_chat")
+    cached_process_hf_dataset(**kwargs, cache_dir=tmp_path / "cache")
+    lines = [m for m in caught_log if m.startswith("dataset preparation: ")]
+    n = len(records)  # raw rows, before the build filters any
+    assert [line.split(" rows")[0] for line in lines] == [
+        f"dataset preparation: {done}/{n}" for done in [*range(3, n, 3), n]]
+    assert lines[-1].split("rows (")[1].startswith("100%)")

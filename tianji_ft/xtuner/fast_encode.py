@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import time
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
@@ -57,6 +58,7 @@ KNOWN_MAP_FNS = ("msagent_react_map_fn", "oasst1_map_fn")
 # overrides one may tokenize differently, so it is not covered.
 ENCODE_PATH = ("encode", "encode_plus", "batch_encode_plus", "_encode_plus", "_batch_encode_plus", "__call__",
                "_call_one", "tokenize", "prepare_for_tokenization", "set_truncation_and_padding")
+PROGRESS_EVERY_S = 10.0    # how often a long build logs how far it is
 PACK_BATCH = 1000          # datasets.map's default batch_size, which XTuner's packing map runs with
 READ_ROWS = 512            # raw rows per backend call
 ROWS_PER_PROCESS = 4096    # a fork is not worth it for fewer rows than this
@@ -476,13 +478,15 @@ def _self_check(encoder: _Encoder, source: _Source) -> None:
 _FORKED: tuple | None = None  # (encoder, source) for forked workers
 
 
-def _encode_part(lo: int, hi: int, prefix: str) -> dict:
+def _encode_part(lo: int, hi: int, prefix: str, part: str) -> dict:
     encoder, source = _FORKED
-    return _encode_range(encoder, source, lo, hi, prefix)
+    return _encode_range(encoder, source, lo, hi, prefix, part)
 
 
-def _encode_range(encoder: _Encoder, source: _Source, lo: int, hi: int, prefix: str) -> dict:
+def _encode_range(encoder: _Encoder, source: _Source, lo: int, hi: int, prefix: str, part: str = "") -> dict:
     stats = dict(rows=hi - lo, conversations=0, records=0, tokens=0)
+    start = last = time.monotonic()
+    done = 0
     with open(prefix + ".tok", "wb") as f_tok, open(prefix + ".len", "wb") as f_len:
         for rows in source.batches(lo, hi, READ_ROWS):
             conversations = encoder.conversations(rows)
@@ -492,7 +496,19 @@ def _encode_range(encoder: _Encoder, source: _Source, lo: int, hi: int, prefix: 
             stats["conversations"] += len(conversations)
             stats["records"] += len(lens)
             stats["tokens"] += len(ids)
+            done += len(rows)
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S:  # a long build says how far it is, in the run's log
+                last = now
+                _log(f"dataset preparation{part}: {done:,}/{hi - lo:,} rows ({100 * done / (hi - lo):.0f}%), "
+                     f"{done / (now - start):,.0f} rows/s, {stats['tokens']:,} tokens")
     return stats
+
+
+def _log(message: str) -> None:
+    from mmengine.logging import print_log
+
+    print_log(message, logger="current")
 
 
 def _encode_all(encoder: _Encoder, source: _Source, work: Path, map_num_proc) -> list[dict]:
@@ -512,7 +528,8 @@ def _encode_all(encoder: _Encoder, source: _Source, work: Path, map_num_proc) ->
         _FORKED = (encoder, source)
         try:
             with multiprocessing.get_context("fork").Pool(procs) as pool:
-                results = pool.starmap(_encode_part, [(bounds[i], bounds[i + 1], prefixes[i]) for i in range(procs)])
+                results = pool.starmap(_encode_part, [(bounds[i], bounds[i + 1], prefixes[i], f" (part {i + 1}/{procs})")
+                                                      for i in range(procs)])
         finally:
             _FORKED = None
             if before is None:
