@@ -10,10 +10,11 @@ from tianji_ft.data.accounting import Rejected, rejects_path
 from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters, get_converter
 from tianji_ft.data.reader import iter_records
-from tianji_ft.data.schema import record_problems
+from tianji_ft.data.preference import record_kind, validator
 
 NESTED = [{"答": "多休息"}, ["多休息", "多喝水"]]
 SYSTEM_MSG = '可用工具：{"name": "天气", "description": "查天气"}'
+USER = {"role": "user", "content": "祝姐姐生日"}
 
 # kind -> (a good row, the text field to put a nested value in, a function putting it there)
 CASES = {
@@ -43,6 +44,15 @@ CASES = {
                                                   {"from": "assistant", "value": "晴，25度。"}]}),
     "wishes-merge": ({"conversation": [{"system": "你是送祝福大师", "input": "祝姐姐生日", "output": "姐，生日快乐！"}]},
                      "input", lambda row, v: {"conversation": [{"input": v, "output": "姐，生日快乐！"}]}),
+    "ultrafeedback": ({"prompt": "祝姐姐生日", "chosen": [USER, {"role": "assistant", "content": "姐，生日快乐！"}],
+                       "rejected": [USER, {"role": "assistant", "content": "生日快乐"}]}, "content",
+                      lambda row, v: {**row, "chosen": [USER, {"role": "assistant", "content": v}]}),
+    "hh-rlhf": ({"chosen": "\n\nHuman: 祝姐姐生日\n\nAssistant: 姐，生日快乐！",
+                 "rejected": "\n\nHuman: 祝姐姐生日\n\nAssistant: 生日快乐"}, "chosen",
+                lambda row, v: {**row, "chosen": v}),
+    "conversation-pairs": ({"conversation": [{"input": "祝姐姐生日", "chosen": "姐，生日快乐！", "rejected": "生日快乐"}]},
+                           "rejected", lambda row, v: {"conversation": [{"input": "祝姐姐生日", "chosen": "姐，生日快乐！",
+                                                                         "rejected": v}]}),
 }
 
 
@@ -56,7 +66,7 @@ def test_a_nested_value_rejects_the_record_naming_the_field(tmp_path, kind, nest
     good, name, put = CASES[kind]
     bad = put(good, nested)
     results = list(get_converter(kind).func([good, bad]))
-    assert not isinstance(results[0], Rejected) and record_problems(results[0]) == [], results[0]
+    assert not isinstance(results[0], Rejected) and validator(record_kind(results[0]))(results[0]) == [], results[0]
     assert isinstance(results[1], Rejected), results[1]
     assert results[1].reason == f"nested value in '{name}'"
     assert f"'{name}' is a JSON {'object' if isinstance(nested, dict) else 'array'}, not text" in results[1].detail

@@ -12,6 +12,7 @@ from tianji_ft.data.preference import (CONVERSATION, PREFERENCE, SNIFF_RECORDS, 
                                        preference_problems, record_kind, sniff)
 from tianji_ft.data.reader import iter_records
 from tianji_ft.data.split import split_file
+from tianji_ft.data.stats import dataset_stats, format_stats
 from tianji_ft.data.validate import validate_files
 from tianji_ft.data.writer import write_records
 
@@ -111,3 +112,54 @@ def test_split_keeps_preference_records_whole(tmp_path, records, suffix):
         sorted(many, key=lambda r: json.dumps(r, ensure_ascii=False))
     assert len([r for _, r in iter_records(test)]) == 6
     assert list(validate_files([train, test])) == []
+
+
+def text(messages):
+    return "\n".join(m["content"] for m in messages)
+
+
+def test_stats_of_a_preference_file(fixtures_dir, records):
+    stats = dataset_stats(fixtures_dir / "preference" / "records.jsonl")
+    s = stats.summary
+    chosen, rejected = [[len(text(r[k])) for r in records] for k in ("chosen", "rejected")]
+    assert (s["format"], s["records"], s["with_system"], s["identical_answers"]) == ("preference", 6, 1, 0)
+    assert s["prompt_turns"]["max"] == 2 and s["prompt_turns"]["min"] == 1
+    assert s["chosen_chars"]["max"] == max(chosen) and s["rejected_chars"]["min"] == min(rejected)
+    assert s["chosen_longer"] == sum(c > r for c, r in zip(chosen, rejected))
+    # record 3 repeats record 2; records 4 and 5 are other pairs for record 2's prompt (4 after normalising)
+    assert (s["exact_duplicates"], s["same_prompt"], s["invalid_records"]) == (1, 2, 0)
+    assert list(stats.chars) == [len(text(r["prompt"])) + c + j for r, c, j in zip(records, chosen, rejected)]
+    report = format_stats(s)
+    assert "6 preference records" in report and "chosen longer" in report
+
+
+def test_stats_counts_tokens_of_each_part(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[UNK]", "祝", "妈妈", "生日", "快乐", "！"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    path = tmp_path / "p.jsonl"
+    write_records(path, [make_preference([{"role": "user", "content": "祝 妈妈 生日 快乐"}], "妈妈 生日 快乐 ！", "快乐"),
+                         make_preference([{"role": "user", "content": "祝 妈妈"}], "妈妈 快乐", "快乐 ！ ！")])
+    s = dataset_stats(path, tokenizer=str(tmp_path / "tok"), batch=1).summary
+    assert (s["prompt_tokens"]["max"], s["prompt_tokens"]["min"]) == (4, 2)
+    assert (s["chosen_tokens"]["max"], s["rejected_tokens"]["max"], s["tokens"]["max"]) == (4, 3, 9)
+
+
+def test_stats_refuses_a_mixed_file_and_the_cli_says_to_convert_raw_rows(tmp_path, records, fixtures_dir, capsys):
+    from tianji_ft.cli import main
+
+    mixed = tmp_path / "mixed.jsonl"
+    write_records(mixed, [records[0], CONV])
+    with pytest.raises(UserError, match="mixed.jsonl:1: a conversation record in a file of preference records"):
+        dataset_stats(mixed)
+    write_records(mixed, [CONV, records[0]])
+    with pytest.raises(UserError, match="mixed.jsonl:1: a preference record in a file of conversation records"):
+        dataset_stats(mixed)
+    raw = fixtures_dir / "preference" / "ultrafeedback.jsonl"
+    assert main(["data", "stats", str(raw)]) == 1
+    err = capsys.readouterr().err
+    assert "none of the 7 records" in err and "tianji-ft data convert ultrafeedback" in err

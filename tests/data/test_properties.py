@@ -19,13 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tianji_ft.core.errors import UserError
-from tianji_ft.data.accounting import NoRecordKept, rejects_path
+from tianji_ft.data.accounting import NoRecordKept, Rejected, rejects_path
 from tianji_ft.data.dedupe import dedupe_file
 from tianji_ft.data.records import convert_files
 from tianji_ft.data.registry import all_converters
 from tianji_ft.data.reader import iter_records
+from tianji_ft.data.preference import make_preference, preference_problems, record_kind, validator
 from tianji_ft.data.schema import lone_surrogate, record_problems
 from tianji_ft.data.split import split_file
+from tianji_ft.data.stats import dataset_stats
 from tianji_ft.data.validate import validate_files
 from tianji_ft.data.wishes import clean_file
 
@@ -60,6 +62,49 @@ def fields(*keys, value=None):
     return st.fixed_dictionaries({k: value for k in keys}, optional={"extra": json_values})
 
 
+# Preference shapes: message lists or transcripts sharing the turns before their answers (or not).
+words = st.text(alphabet="祝福你好生日快乐ab！ \n", min_size=1, max_size=8).filter(str.strip)
+some_texts = st.one_of(words, words, texts)
+
+
+def said(role):
+    return st.fixed_dictionaries({"role": st.just(role), "content": some_texts})
+
+
+clean_messages = st.lists(st.one_of(said("system"), said("user"), said("assistant")), max_size=3)
+any_messages = messages("role", "content", ["user", "assistant", "system"])
+hh_text = st.lists(st.one_of(texts, st.sampled_from(["\n\nHuman:", "\n\nAssistant:", "Human: "])), max_size=5).map("".join)
+hh_turns = st.lists(st.tuples(some_texts, some_texts), max_size=2).map(
+    lambda pairs: "".join(f"\n\nHuman: {q}\n\nAssistant: {a}" for q, a in pairs))
+PREFERENCE_ROWS = {
+    "ultrafeedback": st.one_of(
+        st.builds(lambda pre, q, a, b: {"chosen": [*pre, q, a], "rejected": [*pre, q, b]}, clean_messages,
+                  said("user"), said("assistant"), said("assistant")),
+        st.builds(lambda pre, a, b, extra: {"chosen": pre + a, "rejected": pre + b, **extra}, any_messages,
+                  any_messages, any_messages,
+                  st.fixed_dictionaries({}, optional={"prompt": st.one_of(texts, json_values), "score_chosen": scalars,
+                                                      "score_rejected": scalars})),
+        fields("prompt", "chosen", "rejected")),
+    "hh-rlhf": st.one_of(
+        st.builds(lambda pre, q, a, b: {"chosen": f"{pre}\n\nHuman: {q}\n\nAssistant: {a}",
+                                        "rejected": f"{pre}\n\nHuman: {q}\n\nAssistant: {b}"}, hh_turns, some_texts, some_texts,
+                  some_texts),
+        st.builds(lambda pre, a, b: {"chosen": pre + a, "rejected": pre + b}, hh_text, hh_text, hh_text),
+        fields("chosen", "rejected", value=st.one_of(hh_text, json_values))),
+    "conversation-pairs": st.one_of(
+        st.builds(lambda history, last: {"conversation": [*history, last]},
+                  st.lists(st.fixed_dictionaries({"input": some_texts, "output": some_texts},
+                                                 optional={"system": some_texts}), max_size=2),
+                  st.one_of(*(st.fixed_dictionaries({"input": some_texts, answer: some_texts, "rejected": some_texts},
+                                                    optional={"system": some_texts}) for answer in ("chosen", "output")),
+                            st.fixed_dictionaries({"input": some_texts},
+                                                  optional={k: some_texts for k in ("chosen", "output", "rejected")}))),
+        st.fixed_dictionaries({"conversation": st.lists(
+        st.fixed_dictionaries({}, optional={k: st.one_of(texts, texts, json_values)
+                                            for k in ("system", "input", "output", "chosen", "rejected")}),
+            max_size=3)})),
+}
+
 # Rows each converter kind could meet: mostly of its own shape, with random values in every field.
 ROWS = {
     "medqa": fields("Question", "Answer"),
@@ -81,6 +126,7 @@ ROWS = {
     "wishes-merge": st.one_of(st.fixed_dictionaries({"conversation": st.lists(turn(), max_size=3)},
                                                     optional={"meta": json_values}),
                               fields("instruction", "output")),
+    **PREFERENCE_ROWS,
 }
 RECORDS = st.one_of(st.fixed_dictionaries({"conversation": st.lists(turn(texts), min_size=1, max_size=3)}),
                     st.fixed_dictionaries({"conversation": st.lists(turn(), max_size=2)}), json_values)
@@ -160,8 +206,8 @@ def accounted(run, out: Path, *, check_records: bool = True):
     if tally.written:
         records = read_output(out)
         assert len(records) == tally.written
-        if check_records:
-            assert all(record_problems(r) == [] for r in records), records
+        if check_records:  # each by its format's validator
+            assert all(validator(record_kind(r))(r) == [] for r in records), records
     if tally.rejected and rejects_path(out).exists():
         rejects = rejects_path(out).read_bytes().split(b"\n")[:-1]  # JSONL: lines end at "\n" only
         assert len(rejects) <= tally.rejected and all(json.loads(r)["reason"] for r in rejects)
@@ -306,4 +352,72 @@ def test_split_keeps_every_record_or_stops_in_one_line(records, name, ascii_only
             assert tally.read == tally.written == len(expected)
             got = [r for f in (train, test) for r in read_output(f)]
             assert sorted(map(canonical, got)) == sorted(map(canonical, expected))
+        assert sha(src) == before and not temp_files(folder)
+
+
+# ------------------------------------------------------------- preference data
+
+def strings(value) -> str:
+    """Every string inside ``value``, run together."""
+    if isinstance(value, str):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return "".join(map(strings, items))
+
+
+def answer_sources(kind: str, row: dict) -> tuple:
+    """Where a kept record's chosen and rejected answers must come from in ``row``."""
+    if kind == "conversation-pairs":
+        last = row["conversation"][-1]
+        return strings(last.get("chosen", last.get("output"))), strings(last["rejected"])
+    return strings(row["chosen"]), strings(row["rejected"])
+
+
+@pytest.mark.parametrize("kind", sorted(PREFERENCE_ROWS))
+def test_preference_converters_keep_answers_from_their_row(kind):
+    @SETTINGS
+    @given(rows=st.lists(st.one_of(PREFERENCE_ROWS[kind], PREFERENCE_ROWS[kind], json_values), min_size=1, max_size=6))
+    def check(rows):
+        before = canonical(rows)
+        results = list(all_converters()[kind].func(rows))
+        assert len(results) == len(rows) and canonical(rows) == before
+        for row, result in zip(rows, results):
+            if isinstance(result, Rejected):
+                assert result.reason
+                continue
+            assert preference_problems(result) == [], result
+            chosen, rejected = answer_sources(kind, row)
+            assert result["chosen"][0]["content"] in chosen and result["rejected"][0]["content"] in rejected
+
+    check()
+
+
+pairs = st.builds(lambda prompt, a, b: make_preference(prompt, a, b), st.lists(said("user"), min_size=1, max_size=2),
+                  texts, texts)
+PREFERENCE_RECORDS = st.one_of(pairs, pairs, pairs.map(lambda r: {**r, "rejected": r["chosen"]}),
+                               st.fixed_dictionaries({"prompt": json_values, "chosen": json_values}), json_values)
+
+
+@SETTINGS
+@given(records=st.lists(PREFERENCE_RECORDS, min_size=1, max_size=8), name=names, ascii_only=st.booleans(),
+       array=st.booleans(), exact=st.booleans(), mixed=st.booleans())
+def test_preference_files_through_validate_stats_and_dedupe(records, name, ascii_only, array, exact, mixed):
+    records = records + records[:2] + ([{"conversation": [{"input": "祝福", "output": "快乐"}]}] if mixed else [])
+    with workspace() as folder:
+        src = folder / f"{name}.jsonl"
+        write_values(src, records, ascii_only, array)
+        before = sha(src)
+        for line in validate_files([src]):
+            assert "\n" not in line and "\r" not in line
+        try:
+            stats = dataset_stats(src).summary
+        except UserError as err:  # a mixed file
+            one_line(err)
+            stats = {}
+        else:
+            assert stats["records"] == len(as_read(records, array))
+        out = folder / "去重.jsonl"
+        tally = accounted(lambda: dedupe_file(src, out, normalised=not exact), out, check_records=False)
+        if tally is not None and stats.get("format") == "preference":
+            assert tally.rejected >= stats["exact_duplicates"]
         assert sha(src) == before and not temp_files(folder)

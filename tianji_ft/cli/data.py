@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND")
 
-    p = _sub(sub, "convert", "Convert a public dataset format into XTuner's conversation format (.jsonl or .json).",
+    p = _sub(sub, "convert", "Convert a public dataset format into XTuner's conversation format, or its preference "
+             "format (kinds ultrafeedback, hh-rlhf, conversation-pairs) (.jsonl or .json).",
              _convert)
     p.add_argument("kind", metavar="KIND", help="converter name; 'tianji-ft data kinds' lists them")
     p.add_argument("sources", metavar="SRC", nargs="+", help="input files or folders (.jsonl, .json, .csv, .xlsx)")
@@ -76,11 +77,13 @@ def register(subparsers) -> None:
                    help="msagent: validate only and write the raw rows (for configs that apply msagent_react_map_fn)")
     _writer_flags(p)
 
-    p = _sub(sub, "validate", "Check converted files against the conversation schema; exit 1 on any problem.", _validate)
+    p = _sub(sub, "validate", "Check converted files against the conversation or preference schema (the records say "
+             "which); exit 1 on any problem.", _validate)
     p.add_argument("files", metavar="FILE", nargs="+", help="converted .jsonl/.json files to check")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the files (default utf-8; e.g. utf-16)")
 
-    p = _sub(sub, "stats", "Records, turns, length percentiles, empty fields and duplicates of a converted file.", _stats)
+    p = _sub(sub, "stats", "Records, turns, length percentiles, empty fields and duplicates of a converted file "
+             "(of preference records: prompt turns, chosen/rejected lengths, same answers, duplicate pairs).", _stats)
     p.add_argument("file", metavar="FILE", help="converted records (.jsonl or .json)")
     p.add_argument("--tokenizer", metavar="PATH", help="also count tokens with this tokenizer (path or hub id)")
     p.add_argument("--plot", metavar="OUT.png", help="write a length histogram (.png, .svg, .pdf, .jpg or .jpeg)")
@@ -100,7 +103,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="override the spec's seed")
     _writer_flags(p, encoding=False)
 
-    p = _sub(sub, "dedupe", "Drop exact and whitespace/punctuation-normalised duplicate records.", _dedupe)
+    p = _sub(sub, "dedupe", "Drop exact and whitespace/punctuation-normalised duplicate records (preference records: "
+             "the same prompt, chosen and rejected).", _dedupe)
     p.add_argument("file", metavar="FILE", help="converted records (.jsonl or .json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: FILE's name with .dedup before the suffix)")
     p.add_argument("--exact-only", action="store_true", help="drop exact duplicates only")
@@ -175,6 +179,11 @@ def _stats(args) -> int:
     if args.plot:
         print(f"wrote {plot_lengths(stats, args.plot)}", file=sys.stderr)
     invalid, records = stats.summary["invalid_records"], stats.summary["records"]
+    if invalid and invalid == records and stats.summary.get("format") == "preference":
+        print(f"tianji-ft: error: none of the {records} records of {args.file} is a valid preference record; "
+              f"tianji-ft data validate {args.file} lists the problems; raw UltraFeedback or HH-RLHF rows convert "
+              f"first: tianji-ft data convert ultrafeedback (or hh-rlhf) {args.file} -o OUT.jsonl", file=sys.stderr)
+        return 1
     if invalid and invalid == records:
         print(f"tianji-ft: error: none of the {records} records of {args.file} is in XTuner's conversation format; "
               f"convert it first: tianji-ft data convert KIND {args.file} -o OUT.jsonl (tianji-ft data kinds lists "

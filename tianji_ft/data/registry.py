@@ -3,7 +3,8 @@
 A converter is a plain generator function ``f(rows, **options)``: it takes
 an iterable of raw rows (parsed JSON values, or dicts of text for CSV/XLSX)
 and yields exactly one result per row, in order: a conversation record
-(a dict) or a :class:`~tianji_ft.data.accounting.Rejected` saying why the
+(a dict; a preference record for the converters of
+:mod:`tianji_ft.data.preference_converters`) or a :class:`~tianji_ft.data.accounting.Rejected` saying why the
 row cannot be used. That one-for-one contract is what lets the pipeline
 account for every input record. A converter that modifies records it keeps
 may accept ``notes`` (a ``collections.Counter``) and count the changes.
@@ -20,7 +21,8 @@ from tianji_ft.data.accounting import Reject, Rejected
 from tianji_ft.core.errors import UserError, did_you_mean
 
 # Modules whose import registers converters.
-_CONVERTER_MODULES = ("tianji_ft.data.converters", "tianji_ft.data.msagent", "tianji_ft.data.wishes")
+_CONVERTER_MODULES = ("tianji_ft.data.converters", "tianji_ft.data.msagent", "tianji_ft.data.wishes",
+                      "tianji_ft.data.preference_converters")
 
 Fields = Union[tuple, Callable[[dict], tuple]]
 

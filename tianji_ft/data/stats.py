@@ -8,6 +8,12 @@ Agg backend (imported only then), as one of :data:`PLOT_SUFFIXES`.
 Records with problems (:func:`~tianji_ft.data.schema.record_problems`, a
 lone surrogate included) are counted as ``invalid_records``; their lengths
 still count.
+
+A file of preference records (:mod:`tianji_ft.data.preference`) gets its own
+counts: user turns per prompt, prompt/chosen/rejected lengths, pairs whose two
+answers are the same, pairs whose chosen answer is the longer one (DPO learns
+length as readily as quality), duplicate pairs and pairs for a prompt seen
+before. A file mixing both formats is refused in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tianji_ft.data.dedupe import exact_key
+from tianji_ft.data.dedupe import exact_key, preference_key, prompt_key
+from tianji_ft.data.preference import PREFERENCE, mixed_error, preference_problems, record_kind, sniff
 from tianji_ft.data.reader import check_encoding, iter_records
 from tianji_ft.data.schema import _SURROGATE, record_problems, show
 from tianji_ft.core.errors import UserError
@@ -69,6 +76,9 @@ def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str 
                   batch: int = 512) -> DatasetStats:
     """Counts and length distributions of one converted file."""
     check_encoding(encoding)
+    kind, first = sniff(path, encoding)
+    if kind == PREFERENCE:
+        return _preference_stats(path, first, tokenizer, encoding, batch)
     chars = array("l")
     tokens = array("l")
     turns_per_record = array("l")
@@ -77,9 +87,11 @@ def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str 
     duplicates = invalid = 0
     tok = _load_tokenizer(tokenizer) if tokenizer else None
     pending: list[str] = []
-    for _, record in iter_records(path, encoding):
+    for index, record in iter_records(path, encoding):
         if record_problems(record):
             invalid += 1
+            if record_kind(record) == PREFERENCE:
+                raise mixed_error(path, index, PREFERENCE, "conversation", first)
         key = exact_key(record)
         duplicates += key in seen
         seen.add(key)
@@ -113,6 +125,70 @@ def dataset_stats(path: str | Path, tokenizer: str | None = None, encoding: str 
     if tok is not None:
         stats["tokens"] = percentiles(tokens)
     return DatasetStats(stats, chars, tokens if tok is not None else None)
+
+
+def _text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in messages)
+
+
+def _preference_stats(path: str | Path, first: int | None, tokenizer: str | None, encoding: str,
+                      batch: int) -> DatasetStats:
+    parts = ("prompt", "chosen", "rejected")
+    chars = {part: array("l") for part in parts}
+    tokens = {part: array("l") for part in parts}
+    user_turns = array("l")
+    counts = dict.fromkeys(("with_system", "identical_answers", "chosen_longer", "exact_duplicates",
+                            "same_prompt", "invalid_records"), 0)
+    seen: set[bytes] = set()
+    prompts: set[bytes] = set()
+    tok = _load_tokenizer(tokenizer) if tokenizer else None
+    pending: list[str] = []
+    for index, record in iter_records(path, encoding):
+        kind = record_kind(record)
+        if kind is not None and kind != PREFERENCE:
+            raise mixed_error(path, index, kind, PREFERENCE, first)
+        record = record if isinstance(record, dict) else {}
+        counts["invalid_records"] += bool(preference_problems(record))
+        key, pkey = preference_key(record), prompt_key(record)
+        counts["exact_duplicates"] += key in seen
+        if pkey is not None and key not in seen:
+            counts["same_prompt"] += pkey in prompts
+            prompts.add(pkey)
+        seen.add(key)
+        prompt = record.get("prompt") if isinstance(record.get("prompt"), list) else []
+        user_turns.append(sum(isinstance(m, dict) and m.get("role") == "user" for m in prompt))
+        counts["with_system"] += any(isinstance(m, dict) and m.get("role") == "system" for m in prompt)
+        texts = [_text(record.get(part)) for part in parts]
+        for part, text in zip(parts, texts):
+            chars[part].append(len(text))
+        counts["identical_answers"] += record.get("chosen") is not None and record.get("chosen") == record.get("rejected")
+        counts["chosen_longer"] += len(texts[1]) > len(texts[2])
+        if tok is not None:
+            pending.extend(_SURROGATE.sub("\ufffd", text) for text in texts)
+            if len(pending) >= batch * 3:
+                _spread(_count_tokens(tok, pending), tokens)
+                pending.clear()
+    if tok is not None and pending:
+        _spread(_count_tokens(tok, pending), tokens)
+    total = array("l", map(sum, zip(*chars.values())))
+    stats: dict[str, Any] = {"file": str(path), "format": PREFERENCE, "records": len(total),
+                             "prompt_turns": percentiles(user_turns), "chars": percentiles(total),
+                             **{f"{part}_chars": percentiles(chars[part]) for part in parts}}
+    token_total = None
+    if tok is not None:
+        token_total = array("l", map(sum, zip(*tokens.values())))
+        stats["tokens"] = percentiles(token_total)
+        stats.update({f"{part}_tokens": percentiles(tokens[part]) for part in parts})
+    stats.update(counts)
+    return DatasetStats(stats, total, token_total)
+
+
+def _spread(counts: list[int], into: dict) -> None:
+    """Token counts of (prompt, chosen, rejected) triples into the three arrays."""
+    for i, part in enumerate(into):
+        into[part].extend(counts[i::3])
 
 
 def _load_tokenizer(path: str):
@@ -160,6 +236,8 @@ def plot_lengths(stats: DatasetStats, out: str | Path) -> Path:
 
 def format_stats(stats: dict) -> str:
     """A short human-readable report."""
+    if stats.get("format") == PREFERENCE:
+        return _format_preference(stats)
     lines = [f"{stats['file']}: {stats['records']} records, {stats['turns']} turns"]
     for name in ("turns_per_record", "chars", "tokens"):
         if name in stats:
@@ -167,4 +245,21 @@ def format_stats(stats: dict) -> str:
     lines.append("  empty fields      " + "  ".join(f"{k} {v}" for k, v in stats["empty_fields"].items()))
     lines.append(f"  exact duplicates  {stats['exact_duplicates']}")
     lines.append(f"  invalid records   {stats['invalid_records']}")
+    return "\n".join(lines)
+
+
+def _format_preference(stats: dict) -> str:
+    n = stats["records"]
+    lines = [f"{stats['file']}: {n} preference records (prompt, chosen, rejected)"]
+    for name in ("prompt_turns", "prompt_chars", "chosen_chars", "rejected_chars", "chars", "prompt_tokens",
+                 "chosen_tokens", "rejected_tokens", "tokens"):
+        if name in stats:
+            lines.append(f"  {name:17} " + "  ".join(f"{k} {v}" for k, v in stats[name].items()))
+    share = f" ({stats['chosen_longer'] / n:.0%})" if n else ""
+    lines += [f"  with system       {stats['with_system']}",
+              f"  chosen longer     {stats['chosen_longer']}{share}",
+              f"  same answers      {stats['identical_answers']}",
+              f"  exact duplicates  {stats['exact_duplicates']}",
+              f"  same prompt       {stats['same_prompt']} (other pairs for a prompt seen before)",
+              f"  invalid records   {stats['invalid_records']}"]
     return "\n".join(lines)
