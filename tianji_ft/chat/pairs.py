@@ -30,7 +30,7 @@ from tianji_ft.core.fsio import atomic_open, write_json
 from tianji_ft.core.outputs import Output, check_outputs, mark
 from tianji_ft.data.preference import make_preference, preference_problems
 from tianji_ft.synth.chat_client import ChatClient, RequestFailed
-from tianji_ft.synth.journal import Journal
+from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.judge import JudgeEndpoint, JudgePair, judge_pairs
 
 OUTPUT_KIND = "synth-pairs"
@@ -172,13 +172,14 @@ def run_pairs(cfg: PairsConfig, out=None, err=None) -> int:
                   [Output(outdir, "-o", kind=OUTPUT_KIND)], overwrite=cfg.overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     mark(outdir, OUTPUT_KIND)
-    candidates = Candidates(cfg, key, err)
-    try:
-        if "local" in cfg.sources:
-            candidates.make_local(items)
-        candidates.make_remote(items, key)
-    finally:
-        candidates.journal.close()
+    with DirLock(outdir):  # two runs never pay for the same candidate; judge_pairs takes the lock itself
+        candidates = Candidates(cfg, key, err)
+        try:
+            if "local" in cfg.sources:
+                candidates.make_local(items)
+            candidates.make_remote(items, key)
+        finally:
+            candidates.journal.close()
     counts = {"prompts": len(items), "candidate_failed": 0, "identical": 0}
     pairs, seen = [], []
     for item in items:
