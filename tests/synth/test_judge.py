@@ -102,6 +102,7 @@ def test_verdicts_retries_failures_and_rates(judge_server, endpoint, tmp_path):
         return ["A更好", '{"winner": "C", "reason": "?"}', "{"][n - 1]  # pair 5: three malformed replies
 
     judge_server.behaviour = behaviour
+    endpoint.price_in, endpoint.price_out = 2.0, 8.0
     err = io.StringIO()
     result = judge_pairs(pairs, load_rubric("wishes"), endpoint, tmp_path / "run", err=err)
     s = result.summary
@@ -121,6 +122,9 @@ def test_verdicts_retries_failures_and_rates(judge_server, endpoint, tmp_path):
     assert failed["status"] == "failed" and "malformed verdict in 3 replies" in failed["reason"]
     assert result.verdicts["1"]["BA"]["reason"] == "更贴合对象和场景"
     assert "win 25%" in summary_line(s) and "1 position-inconsistent" in summary_line(s)
+    # 14 answered replies (8 verdicts, 6 malformed) of 50 + 10 tokens; the 429 and the 500 carry none
+    assert (s["this_run"]["tokens_in"], s["this_run"]["tokens_out"]) == (700, 140)
+    assert s["this_run"]["cost"] == pytest.approx((700 * 2 + 140 * 8) / 1e6) and "cost 0.0025" in summary_line(s)
 
     # A rerun asks only what failed; the saved verdicts are not asked again.
     before = judge_server.total

@@ -247,6 +247,10 @@ def _finish(outdir, cfg, counts, written, result, candidates, out) -> int:
           f"{skipped['tie']} ties, {skipped['inconsistent']} position-inconsistent, {counts['identical']} identical "
           f"candidate pairs, {skipped['failed'] + counts['candidate_failed']} failed"
           + (f", {skipped['pending']} not judged" if skipped["pending"] else ""), file=out)
+    cost = (candidates.tokens_in * cfg.judge.price_in + candidates.tokens_out * cfg.judge.price_out) / 1e6
+    cost += result.summary["this_run"]["cost"] if result else 0.0
+    if cost:
+        print(f"pairs: cost this run {cost:.4f} (remote candidates and judge, at --price-in/--price-out)", file=out)
     if skipped["failed"] or counts["candidate_failed"]:
         print("pairs: FAILED: some candidates or judgments failed; rerun the same command to retry only those", file=out)
         return 3

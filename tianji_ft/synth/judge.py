@@ -242,4 +242,8 @@ def summary_line(summary: dict) -> str:
             f"{', '.join(parts)} (95% CI); {overall['counts']['inconsistent']} position-inconsistent (counted as ties)")
     if summary["failed"] or summary["pending"]:
         line += f"; {summary['failed']} failed, {summary['pending']} not judged"
+    run = summary.get("this_run") or {}
+    if run.get("judgments") or run.get("failed"):
+        line += (f"; this run {run['judgments']} judgments, tokens in {run['tokens_in']:,} out {run['tokens_out']:,}"
+                 + (f", cost {run['cost']:.4f}" if run.get("cost") else ""))
     return line
