@@ -8,6 +8,7 @@ from tianji_ft.cli import main
 from tianji_ft.configs import registry, table
 
 WISHES = "internlm2_chat_7b_qlora_wishes_e3"
+WISHES_DPO = "internlm2_chat_7b_qlora_wishes_dpo_e1"
 
 
 def test_list(capsys):
@@ -17,6 +18,8 @@ def test_list(capsys):
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(table.WORKFLOWS)
     row = next(line for line in lines if line.startswith(WISHES + " "))
     assert row.split()[1:] == [table.WORKFLOWS[WISHES]["version"], "internlm/internlm2-chat-7b", "internlm2_chat", "qlora", "conversation"]
+    dpo = next(line for line in lines if line.startswith(WISHES_DPO + " "))
+    assert dpo.split()[2:] == ["internlm/internlm2-chat-7b", "internlm2_chat", "qlora+dpo", "preference"]
 
 
 def test_show(capsys):
@@ -95,4 +98,5 @@ def test_configs_list_json_has_every_config_with_its_version(capsys):
 
     assert main(["configs", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == list_configs() and all(r["version"] == "1.2.0" for r in rows)
+    assert [r["name"] for r in rows] == list_configs()
+    assert all(r["version"] == table.WORKFLOWS[r["name"]]["version"] for r in rows)

@@ -40,17 +40,22 @@ def test_meta_matches_the_table(name, configs_dir):
     assert meta["system"] == row["system"] and meta["eval_prompts"] == list(row["eval_prompts"])
     assert meta["deepspeed"] in ("zero2", "zero3", None)
     assert meta["quantized"] is (row["method"] == "qlora") and meta["lora"] is (row["lora"] is not None)
-    assert meta["data_format"] in ("conversation", "oasst1", "msagent")
+    assert meta["data_format"] in ("conversation", "oasst1", "msagent", "preference")
+    assert meta.get("objective") == row.get("objective") and meta.get("start_from") == row.get("start_from")
     assert all(not p.startswith("/") for p in meta["tiny_data"])
 
 
 @pytest.mark.parametrize("name", sorted(table.WORKFLOWS))
 def test_every_setting_is_read_with_its_default(name, configs_dir):
     found = registry.config_settings(configs_dir / f"{name}.py")
-    assert set(found) == {s.env for s in SETTINGS}
-    assert {env: info["var"] for env, info in found.items()} == {s.env: s.var for s in SETTINGS}
     row = table.WORKFLOWS[name]
-    assert found["TIANJI_MODEL"]["default"] == table.MODELS[row["model"]]["local_dir"]
+    # Preference pairs are packed only with varlen attention, which the pack leaves off: no TIANJI_PACK.
+    settings = [s for s in SETTINGS if not (row.get("objective") and s.env == "TIANJI_PACK")]
+    assert set(found) == {s.env for s in settings}
+    assert {env: info["var"] for env, info in found.items()} == {s.env: s.var for s in settings}
+    # A preference config continues the SFT run it names, from its merged model.
+    start = f"work_dirs/{row['start_from']}/merged" if row.get("start_from") else None
+    assert found["TIANJI_MODEL"]["default"] == (start or table.MODELS[row["model"]]["local_dir"])
     assert found["TIANJI_DATA"]["default"] == table.DATASETS[row["dataset"]]["file"]
     assert found["TIANJI_EVAL_PROMPTS"]["default"] == list(row["eval_prompts"])
     assert found["TIANJI_SYSTEM"]["default"] == row["system"]
@@ -74,7 +79,7 @@ def test_wishes_seed_values():
 
 def test_tiny_data_is_in_the_config_format():
     """Each config's tiny sample data exists (or is still to be added) and has its format's rows."""
-    keys = {"conversation": "conversation", "oasst1": "text", "msagent": "conversations"}
+    keys = {"conversation": "conversation", "oasst1": "text", "msagent": "conversations", "preference": "chosen"}
     missing = []
     for name in table.WORKFLOWS:
         meta = registry.config_meta(registry.resolve_config(name))

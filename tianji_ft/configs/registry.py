@@ -86,6 +86,8 @@ def describe(name_or_path: str) -> str:
         lines.append("(no tianji_meta: not a tianji-ft config; the settings below are what it reads)")
     hub = meta.get("hub") or {}
     method = "QLoRA (4-bit nf4 + LoRA)" if meta.get("quantized") else "LoRA" if meta.get("lora") else "full fine-tune"
+    objective = {"dpo": "DPO (preference pairs, LoRA-off reference)", "orpo": "ORPO (preference pairs, no reference)"}
+    start = f"the merged SFT model of {meta['start_from']}" if meta.get("start_from") else None
     for label, value in (
         ("name", meta.get("name")),
         ("version", meta.get("version")),
@@ -93,6 +95,8 @@ def describe(name_or_path: str) -> str:
         ("family", meta.get("family")),
         ("template", meta.get("template")),
         ("method", method if meta else None),
+        ("objective", objective.get(meta.get("objective"), meta.get("objective"))),
+        ("starts from", start),
         ("deepspeed", meta.get("deepspeed")),
         ("gpus", meta.get("gpus")),
         ("data format", meta.get("data_format")),
@@ -119,6 +123,8 @@ def config_rows() -> list[dict]:
     for name in list_configs():
         meta = config_meta(configs_dir() / f"{name}.py")
         method = "qlora" if meta.get("quantized") else "lora" if meta.get("lora") else "full"
+        if meta.get("objective"):  # preference training: "qlora+dpo", "qlora+orpo"
+            method += f"+{meta['objective']}"
         rows.append({"name": name, "version": meta.get("version"), "model": (meta.get("hub") or {}).get("huggingface"),
                      "template": meta.get("template"), "method": method, "data": meta.get("data_format")})
     return rows

@@ -59,7 +59,8 @@ MODELS = {
 }
 
 # format: what the rows look like; it picks the dataset map function
-# ("conversation": none, "oasst1": oasst1_map_fn, "msagent": msagent_react_map_fn).
+# ("conversation": none, "oasst1": oasst1_map_fn, "msagent": msagent_react_map_fn;
+# "preference": prompt/chosen/rejected records, tianji_ft/data/preference.py, no map function).
 # file: default training file (TIANJI_DATA overrides), relative to where training runs.
 # tiny_data: small sample in the same format, for `tianji-ft train --tiny`.
 DATASETS = {
@@ -93,6 +94,18 @@ DATASETS = {
         file="work_dirs/data/llama3_chinese_mix.jsonl",
         tiny_data=["data/samples_small/llama3_mix.jsonl"],
     ),
+    # Preference pairs for the wishes model: `tianji-ft synth pairs` output (judged answers of the SFT model).
+    "wishes_pairs": dict(
+        format="preference",
+        file="data/wishes/pairs.jsonl",
+        tiny_data=["data/samples_small/wishes_pairs.jsonl"],
+    ),
+    # Any preference data in the same format (e.g. converted UltraFeedback or HH-RLHF pairs).
+    "preference": dict(
+        format="preference",
+        file="data/preference/train.jsonl",
+        tiny_data=["data/samples_small/wishes_pairs.jsonl"],
+    ),
 }
 
 QLORA = dict(r=64, lora_alpha=16, lora_dropout=0.1)
@@ -123,6 +136,34 @@ STOCK_QLORA = dict(
     gpus=1,
     system="",
     eval_prompts=["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"],
+)
+
+# XTuner's stock preference recipes: the QLoRA recipe with the settings of
+# xtuner/configs/dpo/internlm/internlm2_chat_7b_dpo_qlora_varlenattn.py and
+# xtuner/configs/orpo/internlm/internlm2_chat_7b_orpo_qlora_varlenattn_ultrafeedback_e5.py
+# (lr from the alignment handbook / the ORPO repo, as their comments say).
+# Not packed: XTuner packs preference pairs only with varlen attention.
+STOCK_DPO = dict(
+    STOCK_QLORA,
+    objective="dpo",
+    loss_type="sigmoid",
+    beta=0.1,
+    label_smoothing=0.0,
+    lr=5e-7,
+    epochs=3,
+    warmup_ratio=0.03,
+    pack=False,
+    num_proc=32,
+)
+STOCK_ORPO = dict(
+    STOCK_QLORA,
+    objective="orpo",
+    beta=0.1,
+    lr=5e-6,
+    epochs=5,
+    warmup_ratio=0.01,
+    pack=False,
+    num_proc=32,
 )
 
 WISHES_SYSTEM = "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福"
@@ -251,5 +292,42 @@ WORKFLOWS = {
         epochs=1,
         system="",
         source=[SRC_XTUNER + "llama/llama3_8b_instruct/llama3_8b_instruct_qlora_alpaca_e3.py", SRC_LLAMA3_CN],
+    ),
+    # source: InternLM/xtuner @ v0.2.0 : xtuner/configs/dpo/internlm/internlm2_chat_7b_dpo_qlora_varlenattn.py
+    #         from the merged SFT model of internlm2_chat_7b_qlora_wishes_e3, on judged wishes pairs
+    "internlm2_chat_7b_qlora_wishes_dpo_e1": dict(
+        STOCK_DPO,
+        version="1.0.0",
+        model="internlm2-chat-7b",
+        start_from="internlm2_chat_7b_qlora_wishes_e3",
+        dataset="wishes_pairs",
+        epochs=1,
+        system=WISHES_SYSTEM,
+        eval_prompts=WISHES_PROMPTS,
+        source=[SRC_XTUNER + "dpo/internlm/internlm2_chat_7b_dpo_qlora_varlenattn.py"],
+    ),
+    # source: InternLM/xtuner @ v0.2.0 : xtuner/configs/orpo/internlm/internlm2_chat_7b_orpo_qlora_varlenattn_ultrafeedback_e5.py
+    #         from the merged SFT model of internlm2_chat_7b_qlora_wishes_e3, on judged wishes pairs
+    "internlm2_chat_7b_qlora_wishes_orpo_e1": dict(
+        STOCK_ORPO,
+        version="1.0.0",
+        model="internlm2-chat-7b",
+        start_from="internlm2_chat_7b_qlora_wishes_e3",
+        dataset="wishes_pairs",
+        epochs=1,
+        system=WISHES_SYSTEM,
+        eval_prompts=WISHES_PROMPTS,
+        source=[SRC_XTUNER + "orpo/internlm/internlm2_chat_7b_orpo_qlora_varlenattn_ultrafeedback_e5.py"],
+    ),
+    # source: InternLM/xtuner @ v0.2.0 : xtuner/configs/dpo/llama/llama3_8b_instruct_dpo_qlora_varlenattn.py
+    #         on any preference data in the prompt/chosen/rejected format, from the instruct model itself
+    "llama3_8b_instruct_qlora_dpo_e1": dict(
+        STOCK_DPO,
+        version="1.0.0",
+        model="llama3-8b-instruct",
+        dataset="preference",
+        epochs=1,
+        system="",
+        source=[SRC_XTUNER + "dpo/llama/llama3_8b_instruct_dpo_qlora_varlenattn.py"],
     ),
 }

@@ -27,15 +27,11 @@ $imports
 # Unset variables keep the value written here.
 _env = __import__("os").environ.get
 
-# Model: a local folder (`tianji-ft models download CONFIG_NAME` puts it there) or a hub id
+$model_comment
 pretrained_model_name_or_path = _env("TIANJI_MODEL", $model_default)
-use_varlen_attn = False
+use_varlen_attn = False$loss_settings
 
-# Data: local .json/.jsonl files; several are separated by os.pathsep (":" on Linux)
-data_files = _env("TIANJI_DATA", $data_default).split(__import__("os").pathsep)
-prompt_template = PROMPT_TEMPLATE.$template_name
-max_length = int(_env("TIANJI_MAX_LENGTH", "$max_length"))
-pack_to_max_length = _env("TIANJI_PACK", "$pack") == "1"
+$data_settings
 
 # Scheduler & Optimizer
 batch_size = int(_env("TIANJI_BATCH_SIZE", "$batch_size"))  # per device
@@ -81,8 +77,8 @@ tokenizer = dict(
 )
 
 model = dict(
-    type=SupervisedFinetune,
-    use_varlen_attn=use_varlen_attn,
+    type=$model_type,
+    use_varlen_attn=use_varlen_attn,$model_args
     llm=dict(
         type=AutoModelForCausalLM.from_pretrained,
         pretrained_model_name_or_path=pretrained_model_name_or_path,
@@ -93,28 +89,7 @@ model = dict(
 #######################################################################
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
-train_dataset = dict(
-    type=$builder,
-    dataset=dict(type=load_dataset, path="json", data_files=data_files),
-    tokenizer=tokenizer,
-    max_length=max_length,
-    dataset_map_fn=$map_fn,
-    template_map_fn=dict(type=template_map_fn_factory, template=prompt_template),
-    remove_unused_columns=True,
-    shuffle_before_pack=True,
-    pack_to_max_length=pack_to_max_length,
-    use_varlen_attn=use_varlen_attn,$builder_extra
-)
-
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=dataloader_num_workers,
-    dataset=train_dataset,
-    sampler=dict(type=DefaultSampler, shuffle=True),
-    collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn),
-)
-
-#######################################################################
+$dataset_section#######################################################################
 #                    PART 4  Scheduler & Optimizer                    #
 #######################################################################
 optim_wrapper = dict(
@@ -222,3 +197,103 @@ LORA = Template('''
         bias="none",
         task_type="CAUSAL_LM",
     ),''')
+
+# ------------------------------------------------------------------ per objective
+# Supervised fine-tuning (SFT) and preference training (DPO, ORPO) share the
+# layout above; these fill in where they differ.
+
+SFT_MODEL_COMMENT = "# Model: a local folder (`tianji-ft models download CONFIG_NAME` puts it there) or a hub id"
+
+SFT_DATA = Template('''\
+# Data: local .json/.jsonl files; several are separated by os.pathsep (":" on Linux)
+data_files = _env("TIANJI_DATA", $data_default).split(__import__("os").pathsep)
+prompt_template = PROMPT_TEMPLATE.$template_name
+max_length = int(_env("TIANJI_MAX_LENGTH", "$max_length"))
+pack_to_max_length = _env("TIANJI_PACK", "$pack") == "1"''')
+
+SFT_DATASET = Template('''\
+train_dataset = dict(
+    type=$builder,
+    dataset=dict(type=load_dataset, path="json", data_files=data_files),
+    tokenizer=tokenizer,
+    max_length=max_length,
+    dataset_map_fn=$map_fn,
+    template_map_fn=dict(type=template_map_fn_factory, template=prompt_template),
+    remove_unused_columns=True,
+    shuffle_before_pack=True,
+    pack_to_max_length=pack_to_max_length,
+    use_varlen_attn=use_varlen_attn,$builder_extra
+)
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=dataloader_num_workers,
+    dataset=train_dataset,
+    sampler=dict(type=DefaultSampler, shuffle=True),
+    collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn),
+)
+
+''')
+
+# Preference training starts from the SFT model: its merged folder (`tianji-ft
+# merge`), which is also the frozen reference for DPO (the policy is that model
+# plus a fresh LoRA; the reference is the same model with the LoRA switched off).
+PREFERENCE_MODEL_COMMENT = Template('''\
+# Model: the model to start from, a local folder; by default the SFT model of
+# $start_from, merged (where `tianji-ft pipeline $start_from` puts it)''')
+
+DPO_LOSS = Template('''
+
+# DPO loss (XTuner's DPO): one of sigmoid, hinge, ipo, kto_pair, sppo_hard, nca_pair, robust
+dpo_loss_type = "$loss_type"
+loss_beta = $beta  # strength of the pull towards the reference model
+label_smoothing = $label_smoothing''')
+
+ORPO_LOSS = Template('''
+
+# ORPO loss (XTuner's ORPO): NLL on the chosen answer plus beta x the odds-ratio term; no reference model
+loss_beta = $beta''')
+
+DPO_ARGS = '''
+    loss_type=dpo_loss_type,
+    beta=loss_beta,
+    label_smoothing=label_smoothing,'''
+
+ORPO_ARGS = '''
+    beta=loss_beta,'''
+
+PREFERENCE_DATA = Template('''\
+# Data: preference records (prompt / chosen / rejected message lists; `tianji-ft data validate`
+# checks them), local .json/.jsonl files; several are separated by os.pathsep (":" on Linux)
+data_files = _env("TIANJI_DATA", $data_default).split(__import__("os").pathsep)
+# XTuner lays the pairs out with the tokenizer's own chat template; prompt_template
+# is the same format as XTuner writes it, for the evaluation hook and later chat.
+prompt_template = PROMPT_TEMPLATE.$template_name
+max_length = int(_env("TIANJI_MAX_LENGTH", "$max_length"))  # per answer, prompt included
+# Tokenizing processes: XTuner's stock 32, at most one per CPU.
+dataset_num_proc = min($num_proc, __import__("os").cpu_count() or 1)''')
+
+PREFERENCE_DATASET = '''\
+train_dataset = dict(
+    type=build_preference_dataset,
+    dataset=dict(type=load_dataset, path="json", data_files=data_files),
+    tokenizer=tokenizer,
+    max_length=max_length,
+    dataset_map_fn=None,
+    is_dpo=True,
+    is_reward=False,
+    reward_token_id=-1,
+    num_proc=dataset_num_proc,
+    use_varlen_attn=use_varlen_attn,
+    shuffle_before_pack=True,
+)
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=dataloader_num_workers,
+    dataset=train_dataset,
+    sampler=dict(type=DefaultSampler, shuffle=True),
+    collate_fn=dict(type=preference_collate_fn, use_varlen_attn=use_varlen_attn),
+)
+
+'''

@@ -3,7 +3,9 @@
 Records XTuner reads as they are must pass the strict check that ``tianji-ft
 data validate`` applies (:func:`tianji_ft.data.schema.record_problems`);
 records that go through a ``dataset_map_fn`` must come out of it in a shape
-XTuner trains on. ``train --dry-run``, every training process
+XTuner trains on. A preference config (DPO, ORPO: XTuner's
+``build_preference_dataset``) trains on preference records, checked by
+:func:`tianji_ft.data.preference.preference_problems`. ``train --dry-run``, every training process
 (:mod:`tianji_ft.xtuner.entry`, before XTuner starts) and the pipeline's data
 stage all call :func:`check_training_data`, so they agree on every file.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tianji_ft.core.errors import UserError
+from tianji_ft.data.preference import is_preference, preference_problems
 from tianji_ft.data.reader import iter_json_values
 from tianji_ft.data.schema import record_problems
 from tianji_ft.xtuner.dataset_cache import resolve_data_files
@@ -59,20 +62,25 @@ def check_training_data(ds_cfg) -> DataCheck:
     """
     map_fn = resolve_map_fn(ds_cfg.get("dataset_map_fn"))
     templated = ds_cfg.get("template_map_fn") is not None
+    preference = is_preference_dataset(ds_cfg)
+    final_problems = preference_problems if preference else record_problems
     limit = ds_cfg.get("max_dataset_length")
     result, already_converted = DataCheck(), map_fn is not None
     for where, record in itertools.islice(source_records(ds_cfg), int(limit) if limit is not None else None):
         result.records += 1
-        problems = record_check(record, map_fn, templated)
-        if already_converted and record_problems(record):
+        if preference:
+            problems = preference_record_check(record, map_fn)
+        else:
+            problems = record_check(record, map_fn, templated)
+        if already_converted and final_problems(record):
             already_converted = False
         if problems:
             result.bad_records += 1
             if len(result.problems) < PROBLEMS_KEPT:
                 result.problems += [f"{where}: {p}" for p in problems]
     if already_converted and result.records:
-        raise UserError("dataset_map_fn is set but every record is already in XTuner's conversation format; "
-                        "set dataset_map_fn=None")
+        shape = "a preference record" if preference else "in XTuner's conversation format"
+        raise UserError(f"dataset_map_fn is set but every record is already {shape}; set dataset_map_fn=None")
     line = result.line()
     if line:
         raise UserError(line)
@@ -185,6 +193,9 @@ def json_file_records(path: Path, field: str | None = None) -> Iterator[tuple[st
 def record_check(record, map_fn=None, templated: bool = True) -> list[str]:
     """What keeps ``record`` from training: the strict check for records XTuner reads as they are,
     XTuner's own needs after a ``dataset_map_fn`` (a template may fill in a missing input)."""
+    if map_fn is None and is_preference(record):
+        return ["a preference record (prompt/chosen/rejected) in a supervised config; train preference pairs "
+                "with a DPO or ORPO config ('tianji-ft configs list', METHOD ...+dpo/+orpo)"]
     if map_fn is None:
         return record_problems(record)
     if not isinstance(record, dict):
@@ -194,6 +205,26 @@ def record_check(record, map_fn=None, templated: bool = True) -> list[str]:
     except Exception as err:
         return [f"dataset_map_fn failed: {_one_line(err)}"]
     return [f"after dataset_map_fn, {problem}"] if problem else []
+
+
+def is_preference_dataset(ds_cfg) -> bool:
+    """Whether the config trains on preference pairs (XTuner's ``build_preference_dataset`` and its arguments)."""
+    builder = ds_cfg.get("type")
+    name = getattr(builder, "__name__", None) or str(builder)
+    return name.endswith("build_preference_dataset") or "is_dpo" in ds_cfg or "is_reward" in ds_cfg
+
+
+def preference_record_check(record, map_fn=None) -> list[str]:
+    """What keeps ``record`` from preference training: the preference record check, after ``map_fn`` if set."""
+    if map_fn is None:
+        return preference_problems(record)
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    try:
+        mapped = apply_map_fn(map_fn, record)
+    except Exception as err:
+        return [f"dataset_map_fn failed: {_one_line(err)}"]
+    return [f"after dataset_map_fn, {p}" for p in preference_problems(mapped)]
 
 
 def conversation_problem(record, input_optional: bool = False) -> str | None:
