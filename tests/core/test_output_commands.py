@@ -269,9 +269,10 @@ def test_convert_rerun_replaces_its_own_default_output(convert_ws, capsys, tree,
     inputs = {p: tree(p) for p in (convert_ws.base, convert_ws.config.parent)}
     run_before = tree(convert_ws.run)
     code, stdout, err = run_cli(capsys, "convert", convert_ws.run)
-    out = convert_ws.run / "hf_adapter"
+    out = convert_ws.run / "adapter"
     assert code == 0, err
     assert f"converted -> {out}" in stdout and marker_kind(out) == "adapter"
+    assert f"next: tianji-ft merge {out}   (-> {convert_ws.run / 'merged'};" in stdout
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()
     (out / "旧 leftover.txt").write_text("from the first run")
     code, _, err = run_cli(capsys, "convert", convert_ws.run)
@@ -279,7 +280,7 @@ def test_convert_rerun_replaces_its_own_default_output(convert_ws, capsys, tree,
     assert len(fake_pth_to_hf) == 2
     assert not (out / "旧 leftover.txt").exists() and marker_kind(out) == "adapter"
     after = tree(convert_ws.run)
-    assert {k: v for k, v in after.items() if not k.startswith("hf_adapter")} == run_before
+    assert {k: v for k, v in after.items() if not k.startswith("adapter")} == run_before
     assert {p: tree(p) for p in inputs} == inputs
     assert hidden_leftovers(convert_ws.run) == []
 

@@ -55,7 +55,7 @@ def test_a_changed_config_is_refused_before_anything_runs(tmp_path):
     ran = []
     with pytest.raises(UserError, match="changed since"):
         convert(tmp_path, runner=lambda *a: ran.append(a) or 0)
-    assert ran == [] and not (tmp_path / "hf_adapter").exists()
+    assert ran == [] and not (tmp_path / "adapter").exists()
 
 
 def test_command_is_pth_to_hf_through_the_entry_module_without_the_quantization_option(tmp_path):
@@ -75,7 +75,7 @@ def test_a_failed_conversion_names_the_step_and_leaves_no_output(tmp_path):
     (tmp_path / "iter_2.pth").write_bytes(b"x")
     with pytest.raises(UserError, match="step 'convert' failed with exit code 3"):
         convert(tmp_path, runner=lambda cmd, env, log: 3, quiet=True)
-    assert not (tmp_path / "hf_adapter").exists()
+    assert not (tmp_path / "adapter").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -111,8 +111,8 @@ def test_lora_run_from_pth_gives_adapter_tokenizer_and_manifest(run_lora_pth, tm
 def test_lora_run_from_zero2_folder_and_an_earlier_iteration(run_lora_zero2, capsys):
     assert (run_lora_zero2 / "iter_4.pth").is_dir()
     code = main(["convert", str(run_lora_zero2), "--iter", "4"])
-    assert code == 0 and "hf_adapter" in capsys.readouterr().out
-    out = run_lora_zero2 / "hf_adapter"
+    out = run_lora_zero2 / "adapter"
+    assert code == 0 and f"converted -> {out}" in capsys.readouterr().out
     assert json.loads((out / "tianji_run.json").read_text())["checkpoint"].endswith("iter_4.pth")
     assert_adapter_equals_checkpoint(out, run_lora_zero2 / "iter_4.pth")
 
@@ -123,7 +123,7 @@ def test_full_fine_tune_from_zero3_folder_gives_a_loadable_model(run_full_zero3)
     from transformers import AutoModelForCausalLM
 
     out = convert(run_full_zero3)
-    assert out == run_full_zero3 / "hf_model"
+    assert out == run_full_zero3 / "merged"
     assert (run_full_zero3 / "iter_8.pth").is_dir()
     manifest = json.loads((out / "tianji_run.json").read_text())
     assert manifest["lora"] is False and not (out / "adapter_config.json").exists()

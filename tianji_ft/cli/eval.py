@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--compare", metavar="BASE_MODEL", help="also answer with this model and put both side by side "
                              "(--template and --system apply to both)")
     parser.add_argument("--compare-adapter", metavar="DIR", help="adapter for the --compare model")
-    parser.add_argument("-o", "--output", default="eval_results", metavar="DIR",
-                        help="folder for answers.jsonl, metrics.json, report.md (default eval_results)")
+    parser.add_argument("-o", "--output", metavar="DIR",
+                        help="folder for answers.jsonl, metrics.json, report.md (default: WORK_DIR/eval for a model "
+                             "or adapter in a work dir's layout, else eval_results)")
     parser.add_argument("--overwrite", action="store_true",
                    help="replace an existing, non-empty output folder this command did not make (never one holding an input)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
@@ -42,6 +43,14 @@ def register(subparsers) -> None:
                    help="judge earlier eval outputs instead of answering: two folders (A, B), or one made with "
                         "--compare (its model A, its base B); needs no MODEL, --data or --prompts")
     add_judge_flags(parser, "judge (an LLM compares the two models' answers; docs/judge.md)")
+
+
+def default_output(model: str, adapter: str | None) -> str:
+    """WORK_DIR/eval when the model (or its adapter) is a folder of a work dir's layout, else eval_results."""
+    from tianji_ft.core.layout import EVAL, work_dir_of
+
+    work_dir = work_dir_of(adapter) or work_dir_of(model)
+    return str(work_dir / EVAL) if work_dir else "eval_results"
 
 
 def _eval(args) -> int:
@@ -61,6 +70,7 @@ def _eval(args) -> int:
 
         judge = JudgeSpec(endpoint_from_args(args), args.rubric)
     items = load_test_data(args.data) if args.data else load_prompts(args.prompts)
+    args.output = args.output or default_output(args.model, args.adapter)
     summary = evaluate(args.model, items, args.output, adapter=args.adapter, template=args.template,
                        system=args.system, compare=args.compare, compare_adapter=args.compare_adapter,
                        params=params_from_args(args), batch_size=args.batch_size, bits=args.bits,
@@ -80,6 +90,9 @@ def _eval(args) -> int:
         print(f"wrote {args.output}/answers.jsonl, judgments.jsonl, metrics.json, report.md")
         return judge_exit_code(summary["judge"])
     print(f"wrote {args.output}/answers.jsonl, metrics.json, report.md")
+    print(f"next: read {args.output}/report.md; ship it: tianji-ft export ollama {args.model}"
+          + (f" --adapter {args.adapter}" if args.adapter else "") + f", or serve it: tianji-ft serve {args.model}"
+          + (f" --adapter {args.adapter}" if args.adapter else ""))
     return 0
 
 
@@ -92,6 +105,7 @@ def _judge_answers(args) -> int:
                                       ("--compare", args.compare), ("--judge", args.judge)) if value]
     if given:
         raise UserError(f"--judge-answers judges earlier evals and answers nothing: leave out {', '.join(given)}")
+    args.output = args.output or "eval_results"
     summary = judge_answer_folders(args.judge_answers, args.output, JudgeSpec(endpoint_from_args(args), args.rubric),
                                    overwrite=args.overwrite)
     print(summary_line(summary["judge"]))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tianji_ft.cli._common import add_verb
 
-EXAMPLE = """tianji-ft export ollama work_dirs/wishes/merged -o work_dirs/wishes/ollama --quant q8_0
+EXAMPLE = """tianji-ft export ollama work_dirs/wishes/merged --quant q8_0        # -> work_dirs/wishes/ollama
 cd work_dirs/wishes/ollama && ollama create wishes -f Modelfile && ollama run wishes
-tianji-ft export ollama models/internlm2-chat-7b --adapter work_dirs/wishes/hf_adapter -o ollama/wishes-lora"""
+tianji-ft export ollama models/internlm2-chat-7b --adapter work_dirs/wishes/adapter -o ollama/wishes-lora"""
 
 
 def register(sub) -> None:
@@ -20,7 +20,9 @@ def register(sub) -> None:
         p = add_verb(targets, target, summary, EXAMPLE, func)
         p.add_argument("model_dir", metavar="MODEL_DIR",
                        help="merged model folder (tianji-ft merge or convert), or the base model with --adapter")
-        p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the files written")
+        p.add_argument("-o", "--output", metavar="DIR",
+                       help="folder for the files written (default: WORK_DIR/ollama for a model or adapter in a work "
+                            "dir's layout; required otherwise)")
         p.add_argument("--adapter", metavar="ADAPTER_DIR",
                        help="a LoRA adapter trained on MODEL_DIR: written as a GGUF LoRA beside the base GGUF "
                             "(the Modelfile loads it with ADAPTER), so the adapter ships on its own")
@@ -33,9 +35,21 @@ def register(sub) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
+def default_output(model_dir: str, adapter: str | None) -> str:
+    from tianji_ft.core.errors import UserError
+    from tianji_ft.core.layout import OLLAMA, work_dir_of
+
+    work_dir = work_dir_of(adapter) or work_dir_of(model_dir)
+    if work_dir is None:
+        raise UserError(f"{model_dir} is not a folder of a training work dir (WORK_DIR/merged or WORK_DIR/adapter): "
+                        "say where the files go with -o DIR")
+    return str(work_dir / OLLAMA)
+
+
 def _export(args, modelfile: bool):
     from tianji_ft.weights.gguf import export_ollama
 
+    args.output = args.output or default_output(args.model_dir, args.adapter)
     result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name, overwrite=args.overwrite,
                            adapter=args.adapter, modelfile=modelfile, quiet=args.quiet)
     print(f"wrote {result.gguf}" + (f" and {result.adapter}" if result.adapter else ""))

@@ -18,6 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
+from tianji_ft.core.layout import converted_dir
 from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_dir, sha256_file
 from tianji_ft.core.outputs import Output, check_outputs
@@ -117,7 +118,7 @@ def convert(work_dir: str | Path, iteration: int | None = None, out_dir: str | P
     manifest = read_manifest(work_dir)
     config = _config_path(work_dir, manifest)
     full = not manifest.get("lora", True) or "model.lora=None" in manifest.get("cfg_options", [])
-    out_dir = Path(out_dir) if out_dir else work_dir / ("hf_model" if full else "hf_adapter")
+    out_dir = Path(out_dir) if out_dir else converted_dir(work_dir, full)
     kind = "model" if full else "adapter"
     # The work dir itself is where the default output goes; what must survive in it are the checkpoints.
     base = manifest.get("model")

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tianji_ft.core.layout import EVAL, MERGED, OLLAMA, converted_dir, layout
 from tianji_ft.core.manifest import read_manifest
 from tianji_ft.train.train import TrainRequest
 from tianji_ft.core.errors import UserError
@@ -56,11 +57,12 @@ class Pipeline:
         self.train_req = req.train
         self.plan = plan(self.train_req)
         self.work_dir: Path = self.plan["work_dir"]
-        self.paths = {"adapter": self.work_dir / "hf_adapter", "merged": self.work_dir / "merged",
-                      "eval": self.work_dir / "eval", "export": self.work_dir / "ollama"}
+        self.lora = self.plan["manifest"]["lora"]
+        folders = layout(self.work_dir)  # the same folders the verbs' default outputs use
+        self.paths = {"adapter": converted_dir(self.work_dir, full=not self.lora), "merged": folders[MERGED],
+                      "eval": folders[EVAL], "export": folders[OLLAMA]}
         state_path = self.work_dir / STATE_FILE
         self.state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        self.lora = self.plan["manifest"]["lora"]
 
     # --- fingerprints -------------------------------------------------------------
     def output_fingerprint(self, stage: str):
