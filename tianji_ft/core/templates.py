@@ -12,6 +12,14 @@ A conversation renders as::
 
 which is what XTuner trains on and what ``xtuner chat`` feeds the model, and
 for the chat families we test it equals the tokenizer's own chat template.
+
+Messages are rendered as they are, surrounding whitespace included, because
+XTuner's training text keeps it (its ``template_map_fn`` formats the input
+untouched). Llama-3's own chat template trims every message, so for text with
+leading or trailing whitespace it differs from the training text; chat, eval
+and serve therefore render with this module (``--template auto`` picks the
+XTuner template a tokenizer's chat template matches), and the tokenizer's
+template is used only when asked for (``--template tokenizer``).
 """
 
 from __future__ import annotations
