@@ -8,7 +8,7 @@ from tianji_ft.cli._common import add_verb
 
 EXAMPLE = """\
 tianji-ft chat work_dirs/wishes/merged
-tianji-ft chat internlm/internlm2-chat-7b --adapter work_dirs/wishes/hf --bits 4 --history-turns 6
+tianji-ft chat internlm/internlm2-chat-7b --adapter work_dirs/wishes/adapter --bits 4 --history-turns 6
 tianji-ft chat work_dirs/wishes/merged --prompt "祝姐姐生日快乐,小红书风格"
 """
 

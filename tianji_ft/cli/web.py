@@ -6,7 +6,7 @@ from tianji_ft.cli._common import add_verb
 
 EXAMPLE = """\
 tianji-ft web work_dirs/wishes/merged
-tianji-ft web internlm/internlm2-chat-7b --adapter work_dirs/wishes/hf --bits 4 --port 8502
+tianji-ft web internlm/internlm2-chat-7b --adapter work_dirs/wishes/adapter --bits 4 --port 8502
 """
 
 
