@@ -130,3 +130,30 @@ def test_a_file_without_the_fields_stops_with_the_hint(tmp_path):
     src.write_text(json.dumps({"question": "祝福", "answer": "快乐"}, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"missing column\(s\) chosen, rejected.*HH-RLHF rows have"):
         convert_files("hh-rlhf", [src], tmp_path / "out.jsonl")
+
+
+def test_preference_passthrough_keeps_the_three_fields(fixtures_dir, rows):
+    good = rows("records")
+    results = list(get_converter("preference").func([{**good[0], "judge": {"reason": "更贴心"}}, {"prompt": "祝"}]))
+    assert results[0] == good[0]
+    assert results[1].reason == "invalid record" and "missing 'chosen', 'rejected'" in results[1].detail
+
+
+def test_mix_takes_preference_sources_but_not_both_formats(tmp_path, fixtures_dir, read_jsonl):
+    from tianji_ft.data.mix import mix
+
+    folder = fixtures_dir / "preference"
+    spec = tmp_path / "spec.json"
+    sources = [{"name": "uf", "path": str(folder / "ultrafeedback.jsonl"), "kind": "ultrafeedback"},
+               {"name": "ours", "path": str(folder / "records.jsonl"), "kind": "preference", "cap": 2}]
+    spec.write_text(json.dumps({"output": "mix.jsonl", "seed": 1, "sources": sources}), encoding="utf-8")
+    tally, out = mix(spec)
+    mixed = read_jsonl(out)
+    assert tally.written == len(mixed) == 3 + 2 and all(preference_problems(r) == [] for r in mixed)
+
+    sources.append({"name": "sft", "path": str(fixtures_dir / "firefly.jsonl"), "kind": "firefly"})
+    spec.write_text(json.dumps({"output": "mix2.jsonl", "sources": sources}), encoding="utf-8")
+    with pytest.raises(UserError, match="'uf' makes preference records and 'sft' makes conversation records; "
+                                        "XTuner reads one format per file"):
+        mix(spec)
+    assert not (tmp_path / "mix2.jsonl").exists()

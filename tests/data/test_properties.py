@@ -76,7 +76,10 @@ any_messages = messages("role", "content", ["user", "assistant", "system"])
 hh_text = st.lists(st.one_of(texts, st.sampled_from(["\n\nHuman:", "\n\nAssistant:", "Human: "])), max_size=5).map("".join)
 hh_turns = st.lists(st.tuples(some_texts, some_texts), max_size=2).map(
     lambda pairs: "".join(f"\n\nHuman: {q}\n\nAssistant: {a}" for q, a in pairs))
+pairs = st.builds(lambda prompt, a, b: make_preference(prompt, a, b), st.lists(said("user"), min_size=1, max_size=2),
+                  some_texts, some_texts)
 PREFERENCE_ROWS = {
+    "preference": st.one_of(pairs, fields("prompt", "chosen", "rejected", value=st.one_of(any_messages, json_values))),
     "ultrafeedback": st.one_of(
         st.builds(lambda pre, q, a, b: {"chosen": [*pre, q, a], "rejected": [*pre, q, b]}, clean_messages,
                   said("user"), said("assistant"), said("assistant")),
@@ -392,8 +395,6 @@ def test_preference_converters_keep_answers_from_their_row(kind):
     check()
 
 
-pairs = st.builds(lambda prompt, a, b: make_preference(prompt, a, b), st.lists(said("user"), min_size=1, max_size=2),
-                  texts, texts)
 PREFERENCE_RECORDS = st.one_of(pairs, pairs, pairs.map(lambda r: {**r, "rejected": r["chosen"]}),
                                st.fixed_dictionaries({"prompt": json_values, "chosen": json_values}), json_values)
 

@@ -240,5 +240,6 @@ def _kinds(args) -> int:
     from tianji_ft.data.registry import all_converters
 
     for name, conv in all_converters().items():
-        print(f"{name}\n  " + (inspect.getdoc(conv.func) or "").replace("\n", "\n  ") + "\n")
+        makes = f"  (makes {conv.produces} records)" if conv.produces != "conversation" else ""
+        print(f"{name}{makes}\n  " + (inspect.getdoc(conv.func) or "").replace("\n", "\n  ") + "\n")
     return 0

@@ -9,7 +9,8 @@ A spec is a JSON file::
        {"path": "ours.jsonl", "kind": "conversation", "options": {}}]}
 
 Relative paths are resolved against the spec file's folder. ``kind`` is a
-converter name (``conversation`` for already-converted files); ``path`` may
+converter name (``conversation`` for already-converted files, ``preference``
+for preference records; one spec mixes one of the two formats); ``path`` may
 be a list of files or folders; ``options`` are the converter's options.
 ``cap`` keeps at most that many records, ``ratio`` that fraction of them,
 neither keeps all; which ones is a seeded random choice.
@@ -201,6 +202,12 @@ def mix(spec_path: str | Path, *, output: str | Path | None = None, seed: int | 
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise UserError(f"{spec_path}: source names must differ; give each a 'name'")
+    made: dict = {}  # each format's first source
+    for s in sources:
+        made.setdefault(s.converter.produces, s)
+    if len(made) > 1:
+        shown = " and ".join(f"'{s.name}' makes {kind} records" for kind, s in made.items())
+        raise UserError(f"{spec_path}: {shown}; XTuner reads one format per file: mix them in separate specs")
     skip = [p for p in (out, rejects_path(out), report) if p is not None]
     for s in sources:
         s.files = expand_sources(s.paths, exclude=skip)

@@ -20,8 +20,8 @@ import re
 from typing import Any, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject
-from tianji_ft.data.converters import _messages, check_turn_texts, field, require_object, text_of
-from tianji_ft.data.preference import make_preference, preference_problems
+from tianji_ft.data.converters import _messages, check_turn_texts, field, nested_reject, require_object, text_of
+from tianji_ft.data.preference import PREFERENCE, PREFERENCE_FIELDS, make_preference, preference_problems
 from tianji_ft.data.registry import converter, rowwise
 from tianji_ft.data.schema import show
 
@@ -72,7 +72,7 @@ def _score(row: dict, key: str) -> float | None:
     return value
 
 
-@converter("ultrafeedback", fields=("chosen", "rejected"),
+@converter("ultrafeedback", fields=("chosen", "rejected"), produces=PREFERENCE,
            hint="UltraFeedback-style rows have 'chosen' and 'rejected' (message lists, or answers with a 'prompt')")
 def ultrafeedback(rows: Iterable, *, system: str | None = None) -> Iterator:
     """UltraFeedback-binarized-style rows (HuggingFaceH4/ultrafeedback_binarized, orpo-dpo-mix) -> preference records.
@@ -151,7 +151,7 @@ def _transcript(text: str, name: str) -> list[dict]:
     return messages
 
 
-@converter("hh-rlhf", fields=("chosen", "rejected"),
+@converter("hh-rlhf", fields=("chosen", "rejected"), produces=PREFERENCE,
            hint="HH-RLHF rows have 'chosen' and 'rejected' transcripts ('\\n\\nHuman: ...\\n\\nAssistant: ...')")
 def hh_rlhf(rows: Iterable, *, system: str | None = None) -> Iterator:
     """Anthropic HH-RLHF-style rows (chosen/rejected transcripts sharing a prefix) -> preference records.
@@ -178,7 +178,7 @@ def hh_rlhf(rows: Iterable, *, system: str | None = None) -> Iterator:
     return rowwise(rows, one)
 
 
-@converter("conversation-pairs", fields=("conversation",))
+@converter("conversation-pairs", fields=("conversation",), produces=PREFERENCE)
 def conversation_pairs(rows: Iterable, *, system: str | None = None) -> Iterator:
     """Conversation records whose last turn holds two answers -> preference records.
 
@@ -233,3 +233,27 @@ def _turn_messages(turn: dict, i: int, output: str | None) -> list[dict]:
             raise Reject("empty output", f"turn {i}")
         messages.append({"role": "assistant", "content": output})
     return messages
+
+
+@converter("preference", fields=PREFERENCE_FIELDS, produces=PREFERENCE)
+def preference(rows: Iterable) -> Iterator:
+    """Preference records already in XTuner's format: validated and passed through (the three fields kept).
+
+    in:  {"prompt": [{"role": "user", "content": "祝姐姐生日快乐"}], "chosen": [{"role": "assistant", "content": "姐，生日快乐！"}],
+          "rejected": [{"role": "assistant", "content": "生日快乐"}], "judge": {"reason": "更贴心"}}
+    out: {"prompt": [{"role": "user", "content": "祝姐姐生日快乐"}], "chosen": [{"role": "assistant", "content": "姐，生日快乐！"}],
+          "rejected": [{"role": "assistant", "content": "生日快乐"}]}
+    For mixing preference sets (``tianji-ft data mix``) and checking a file into a clean copy.
+    """
+
+    def one(row):
+        for key in PREFERENCE_FIELDS if isinstance(row, dict) else ():
+            for i, message in enumerate(row[key] if isinstance(row.get(key), list) else ()):
+                if isinstance(message, dict) and isinstance(message.get("content"), (dict, list)):
+                    raise nested_reject("content", message["content"], f"{key}[{i}]: ")
+        problems = preference_problems(row)
+        if problems:
+            raise Reject("invalid record", "; ".join(problems))
+        return {key: row[key] for key in PREFERENCE_FIELDS}
+
+    return rowwise(rows, one)

@@ -33,6 +33,7 @@ class Converter:
     func: Callable[..., Iterator]
     fields: Fields  # fields every row needs: checked on each file's first row
     hint: str  # what to do when they are missing
+    produces: str = "conversation"  # the records it makes: "conversation" or "preference"
 
     def defaults(self) -> dict:
         """The converter's options and their defaults."""
@@ -51,11 +52,11 @@ class Converter:
 CONVERTERS: dict[str, Converter] = {}
 
 
-def converter(name: str, fields: Fields = (), hint: str = ""):
+def converter(name: str, fields: Fields = (), hint: str = "", produces: str = "conversation"):
     """Register a converter under ``name`` (the KIND of ``tianji-ft data convert``)."""
 
     def register(func):
-        CONVERTERS[name] = Converter(name, func, fields, hint)
+        CONVERTERS[name] = Converter(name, func, fields, hint, produces)
         return func
 
     return register
