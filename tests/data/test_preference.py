@@ -14,6 +14,7 @@ from tianji_ft.data.reader import iter_records
 from tianji_ft.data.split import split_file
 from tianji_ft.data.stats import dataset_stats, format_stats
 from tianji_ft.data.validate import validate_files
+from tianji_ft.data.wishes import clean_file
 from tianji_ft.data.writer import write_records
 
 PROMPT = [{"role": "system", "content": "你是送祝福大师"}, {"role": "user", "content": "祝姐姐生日快乐"}]
@@ -78,6 +79,13 @@ def test_a_mixed_file_is_one_line(tmp_path, records):
     out = tmp_path / "out.jsonl"
     with pytest.raises(UserError, match=r"mixed.json:2: a preference record in a file of conversation records"):
         dedupe_file(path, out)
+    assert not out.exists() and not rejects_path(out).exists()
+
+
+def test_clean_refuses_preference_records(tmp_path, fixtures_dir):
+    out = tmp_path / "clean.jsonl"
+    with pytest.raises(UserError, match=r"records.jsonl: preference records \(record 0 is one\); the wishes rules"):
+        clean_file(fixtures_dir / "preference" / "records.jsonl", out)
     assert not out.exists() and not rejects_path(out).exists()
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 from tianji_ft.data.accounting import Reject, Tally
 from tianji_ft.data.converters import check_turn_texts, text_of
+from tianji_ft.data.preference import PREFERENCE, sniff
 from tianji_ft.data.registry import converter, rowwise
 from tianji_ft.data.reader import check_encoding, iter_records
 from tianji_ft.data.schema import record_problems
@@ -208,6 +209,13 @@ def clean_file(path: str | Path, out: str | Path, *, rules: Iterable[str] = DEFA
     check_rules(also_known)
     check_encoding(encoding)
     tally = Tally()
-    return process([Path(path)], lambda rows: clean_wishes(rows, rules=rules, min_length=min_length, notes=tally.notes),
-                   out, reader=lambda p: iter_records(p, encoding), tally=tally, report=report, label="clean",
-                   quiet=quiet)
+
+    def transform(rows):  # called once the outputs are checked
+        kind, first = sniff(path, encoding)
+        if kind == PREFERENCE:
+            raise UserError(f"{path}: preference records (record {first} is one); the wishes rules clean conversation "
+                            "records: clean those before pairs are made from them")
+        return clean_wishes(rows, rules=rules, min_length=min_length, notes=tally.notes)
+
+    return process([Path(path)], transform, out, reader=lambda p: iter_records(p, encoding), tally=tally,
+                   report=report, label="clean", quiet=quiet)
