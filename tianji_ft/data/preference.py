@@ -108,8 +108,11 @@ def preference_problems(record: Any) -> list[str]:
     missing = [key for key in PREFERENCE_FIELDS if key not in record]
     if missing:
         keys = ", ".join(map(show, record)) or "none"
+        raw = any(isinstance(record.get(k), str) for k in PREFERENCE_FIELDS)  # e.g. HH-RLHF's transcripts
+        todo = ("; convert the file first with 'tianji-ft data convert' (kinds ultrafeedback, hh-rlhf)" if raw
+                else "")
         return problems + [f"missing {', '.join(repr(k) for k in missing)} (keys present: {keys}); a preference "
-                           "record has prompt, chosen and rejected message lists"]
+                           f"record has prompt, chosen and rejected message lists{todo}"]
     prompt = record["prompt"]
     problems += _message_problems("prompt", prompt, ROLES)
     if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") != "user":
