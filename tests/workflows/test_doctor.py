@@ -30,8 +30,20 @@ def test_too_little_disk_is_a_problem(tmp_path, monkeypatch):
     assert rows and problems and "GiB free" in problems[0]
 
 
-def test_doctor_command_prints_the_stack(capsys, tmp_path):
+def test_doctor_command_prints_the_stack_and_passes_when_all_is_well(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "MIN_FREE_GB", 0)  # the installed stack matches the lock (test above)
     rc = main(["doctor", "--work-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "CUDA available" in out and "deepspeed" in out and "free disk" in out
-    assert rc == (0 if "all checks passed" in out else 1)
+    assert "CUDA available" in out and "deepspeed" in out and f"free disk at {tmp_path}" in out
+    assert rc == 0 and "all checks passed" in out.splitlines()[-1] and "problem:" not in out
+
+
+def test_doctor_command_fails_with_each_problem_and_its_count(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "MIN_FREE_GB", 10**9)
+    monkeypatch.setattr(doctor, "locked_versions", lambda: {"transformers": "9.9.9"})
+    rc = main(["doctor", "--work-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    problems = [line for line in out.splitlines() if line.startswith("problem: ")]
+    assert rc == 1 and out.splitlines()[-1] == "2 problem(s) found"
+    assert "differs from the locked 9.9.9" in problems[0] and "GiB free at" in problems[1]
+    assert "all checks passed" not in out
