@@ -61,7 +61,8 @@ def test_each_converter_on_its_fixture(kind, name, rejected, rows, fixtures_dir,
 
 def test_ultrafeedback_strips_the_prompt_turns(rows):
     first, multi, text = list(ultrafeedback(rows("ultrafeedback")[:3]))
-    assert first == {"prompt": [user("给妈妈写一句生日祝福")], "chosen": [assistant("妈妈，生日快乐！愿您岁岁平安，笑口常开。")],
+    assert first == {"prompt": [user("给妈妈写一句生日祝福")],
+                     "chosen": [assistant("妈妈，生日快乐！愿您岁岁平安，笑口常开。")],
                      "rejected": [assistant("生日快乐。")]}
     assert [m["role"] for m in multi["prompt"]] == ["system", "user", "assistant", "user"]
     assert multi["chosen"] == [assistant("尊敬的老师：值此教师节之际，祝您桃李满天下。")]  # content parts joined

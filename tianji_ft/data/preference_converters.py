@@ -95,7 +95,8 @@ def ultrafeedback(rows: Iterable, *, system: str | None = None) -> Iterator:
         row = require_object(row)
         chosen_score, rejected_score = _score(row, "score_chosen"), _score(row, "score_rejected")
         if chosen_score is not None and rejected_score is not None and chosen_score <= rejected_score:
-            raise Reject("chosen not scored above rejected", f"score_chosen {chosen_score}, score_rejected {rejected_score}")
+            raise Reject("chosen not scored above rejected",
+                         f"score_chosen {chosen_score}, score_rejected {rejected_score}")
         chosen, rejected = row.get("chosen"), row.get("rejected")
         if not isinstance(chosen, list) and not isinstance(rejected, list):  # answers as text beside a prompt
             field(row, "chosen"), field(row, "rejected")  # a missing one or a nested value rejects the row

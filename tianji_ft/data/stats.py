@@ -163,7 +163,8 @@ def _preference_stats(path: str | Path, first: int | None, tokenizer: str | None
         texts = [_text(record.get(part)) for part in parts]
         for part, text in zip(parts, texts):
             chars[part].append(len(text))
-        counts["identical_answers"] += record.get("chosen") is not None and record.get("chosen") == record.get("rejected")
+        chosen = record.get("chosen")
+        counts["identical_answers"] += chosen is not None and chosen == record.get("rejected")
         counts["chosen_longer"] += len(texts[1]) > len(texts[2])
         if tok is not None:
             pending.extend(_SURROGATE.sub("\ufffd", text) for text in texts)
