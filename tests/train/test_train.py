@@ -54,12 +54,21 @@ def test_every_deepspeed_name_has_gpu_and_cpu_json(name):
             assert cfg["bf16"]["enabled"] is True and cfg["fp16"]["enabled"] is False
 
 
-def test_plan_multi_gpu_multi_node_and_slurm(tmp_path):
+def test_plan_multi_gpu_multi_node_and_slurm(tmp_path, monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
     base = dict(config=FIXTURE_CONFIG, model=fake_model(tmp_path), data=[WISHES], work_dir=str(tmp_path / "wd"))
     p = launcher.plan(launcher.TrainRequest(**base, gpus=8, nnodes=2, node_rank=1, master_addr="10.1.1.1",
                                             master_port=29500), cuda=True)
-    assert "torch.distributed.run" in p["cmd"] and "--nproc_per_node=8" in p["cmd"] and "--nnodes=2" in p["cmd"]
-    assert "RANK" not in p["env"] or p["env"]["RANK"] != "0" or "WORLD_SIZE" not in p["env"]
+    start = p["cmd"].index("torch.distributed.run") - 1
+    assert p["cmd"][start:start + 9] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=2",
+                                         "--node_rank=1", "--master_addr=10.1.1.1", "--master_port=29500",
+                                         "-m", "tianji_ft.xtuner.entry"]
+    assert p["cmd"][-2:] == ["--launcher", "pytorch"]
+    # torchrun gives each process its RANK and WORLD_SIZE: the plan must not set one process's for all
+    assert not {"RANK", "LOCAL_RANK", "WORLD_SIZE"} & set(p["env"])
+    one = launcher.plan(launcher.TrainRequest(**base), cuda=True)["env"]
+    assert (one["RANK"], one["WORLD_SIZE"]) == ("0", "1")
     s = launcher.plan(launcher.TrainRequest(**base, gpus=8, nnodes=2, launcher="slurm"), cuda=True)
     assert s["cmd"][0] == "srun" and "--ntasks-per-node=8" in s["cmd"] and s["cmd"][-2:] == ["--launcher", "slurm"]
 
