@@ -112,3 +112,16 @@ def test_local_sft_candidates_with_two_seeds(taught_model_dir, wishes, judge_ser
     requests = judge_server.total
     assert main(args) == 0  # all saved: no model load, no request
     assert judge_server.total == requests and "local candidates" not in capsys.readouterr().err
+
+
+def test_max_requests_is_one_budget_for_candidates_and_verdicts(judge_server, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("祝妈妈生日快乐\n祝老师教师节快乐\n祝爷爷新年快乐\n", encoding="utf-8")
+    judge_server.candidate = lambda prompt, n: prompt[1:] + "！" * n  # the second candidate is longer
+    out = tmp_path / "pairs"
+    args = ["synth", "pairs", "--prompts", str(prompts), "--candidates", "remote", "remote", *endpoint_args(judge_server, out)]
+    assert main([*args, "--max-requests", "5"]) == 4
+    assert judge_server.total == 5 and "3 not done (--max-requests)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert judge_server.total == 5 + 1 + 6  # the last candidate, then every verdict
+    assert [r["chosen"][0]["content"] for r in read_jsonl(out / PAIRS_FILE)] == ["妈妈生日快乐！！", "老师教师节快乐！！", "爷爷新年快乐！！"]

@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tianji_ft.chat.eval_judge import pick_rubric
@@ -29,7 +31,7 @@ from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
 from tianji_ft.core.outputs import Output, check_outputs, mark
 from tianji_ft.data.preference import make_preference, preference_problems
-from tianji_ft.synth.chat_client import ChatClient, RequestFailed
+from tianji_ft.synth.chat_client import ChatClient, RequestFailed, Stopped
 from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.judge import JudgeEndpoint, JudgePair, judge_pairs
 
@@ -128,27 +130,56 @@ class Candidates:
         finally:
             engine.close()
 
-    def make_remote(self, items: list[EvalItem], api_key: str) -> None:
+    def make_remote(self, items: list[EvalItem], api_key: str, budget: int | None) -> int:
+        """Ask the endpoint for the missing remote candidates, at most ``budget``; returns how many were sent."""
         cfg = self.cfg
         todo = [(i, s) for s, source in enumerate(cfg.sources) if source == "remote" for i in items if not self.get(i, s)]
+        todo = todo if budget is None else todo[:budget]
         if not todo:
-            return
+            return 0
+        stop = threading.Event()
         client = ChatClient(cfg.judge.base_url, cfg.candidate_model or cfg.judge.model, api_key, cfg.judge.timeout,
-                            cfg.judge.policy, cfg.temperature, cfg.max_new_tokens)
-        for n, (item, slot) in enumerate(todo, 1):
+                            cfg.judge.policy, cfg.temperature, cfg.max_new_tokens, stop_event=stop)
+
+        def ask(task):
+            item, slot = task
+            if stop.is_set():
+                return None
             try:
                 reply = client.complete_messages(item.messages)
+            except Stopped:
+                return None
             except RequestFailed as exc:
-                self._save(item, slot, {"status": "failed", "reason": exc.reason})
                 if exc.fatal:
-                    raise UserError(f"remote candidates: {exc.reason}; check --base-url, --candidate-model and "
-                                    f"${cfg.judge.api_key_env}", exit_code=3) from None
-                continue
-            self.tokens_in, self.tokens_out = self.tokens_in + reply.tokens_in, self.tokens_out + reply.tokens_out
-            self._save(item, slot, {"status": "ok" if reply.text.strip() else "failed", "text": reply.text.strip(),
-                                    "reason": "empty reply", "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out})
-            if n % 10 == 0 or n == len(todo):
-                print(f"pairs: remote candidates {n}/{len(todo)}", file=self.err, flush=True)
+                    stop.set()
+                return item, slot, {"status": "failed", "reason": exc.reason}, exc.fatal
+            text = reply.text.strip()
+            entry = {"status": "ok", "text": text} if text else {"status": "failed", "reason": "empty reply"}
+            return item, slot, {**entry, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out}, False
+
+        fatal = None
+        with ThreadPoolExecutor(max_workers=cfg.judge.concurrency, thread_name_prefix="pairs") as pool:
+            futures = [pool.submit(ask, task) for task in todo]
+            try:
+                for n, future in enumerate(as_completed(futures), 1):
+                    done = future.result()
+                    if done is None:
+                        continue
+                    item, slot, entry, is_fatal = done
+                    self._save(item, slot, entry)  # journaled before it counts: a rerun never asks it again
+                    self.tokens_in += entry.get("tokens_in", 0)
+                    self.tokens_out += entry.get("tokens_out", 0)
+                    fatal = fatal or (entry["reason"] if is_fatal else None)
+                    if n % 10 == 0 or n == len(todo):
+                        print(f"pairs: remote candidates {n}/{len(todo)}", file=self.err, flush=True)
+            except BaseException:
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        if fatal:
+            raise UserError(f"remote candidates: {fatal}; check --base-url, --candidate-model and "
+                            f"${cfg.judge.api_key_env}", exit_code=3)
+        return len(todo)
 
 
 def _check(cfg: PairsConfig) -> str:
@@ -177,22 +208,26 @@ def run_pairs(cfg: PairsConfig, out=None, err=None) -> int:
         try:
             if "local" in cfg.sources:
                 candidates.make_local(items)
-            candidates.make_remote(items, key)
+            sent = candidates.make_remote(items, key, cfg.judge.max_requests)
         finally:
             candidates.journal.close()
-    counts = {"prompts": len(items), "candidate_failed": 0, "identical": 0}
+    endpoint = cfg.judge  # one budget: what the candidates used, the judge may not
+    if endpoint.max_requests is not None:
+        endpoint = replace(endpoint, max_requests=max(0, endpoint.max_requests - sent))
+    counts = {"prompts": len(items), "candidate_failed": 0, "candidate_pending": 0, "identical": 0}
     pairs, seen = [], []
     for item in items:
         first, second = candidates.get(item, 0), candidates.get(item, 1)
         seen.append(_as_seen(item, first if cfg.sources[0] == "local" else second))
         if not first or not second:
-            counts["candidate_failed"] += 1
+            failed = any(candidates.slot_id(item, s) in candidates.failed for s in (0, 1))
+            counts["candidate_failed" if failed else "candidate_pending"] += 1
         elif first["text"] == second["text"]:
             counts["identical"] += 1
         else:
             pairs.append(JudgePair(item.id, seen[-1].messages, first["text"], second["text"], dict(item.meta or {})))
     items = seen
-    result = judge_pairs(pairs, pick_rubric(cfg.rubric, items), cfg.judge, outdir, err=err) if pairs else None
+    result = judge_pairs(pairs, pick_rubric(cfg.rubric, items), endpoint, outdir, err=err) if pairs else None
     written = _write_pairs(outdir, items, pairs, result, cfg)
     return _finish(outdir, cfg, counts, written, result, candidates, out)
 
@@ -238,15 +273,16 @@ def _source(cfg: PairsConfig, slot: int) -> str:
 def _finish(outdir, cfg, counts, written, result, candidates, out) -> int:
     outcomes = result.summary["outcomes"].values() if result else []
     skipped = {name: sum(o == name for o in outcomes) for name in ("tie", "inconsistent", "failed", "pending")}
-    summary = {**counts, "written": written, "skipped": {**skipped, "identical": counts["identical"],
-                                                          "candidate_failed": counts["candidate_failed"]},
+    skipped["pending"] += counts["candidate_pending"]
+    summary = {"prompts": counts["prompts"], "written": written,
+               "skipped": {**skipped, "identical": counts["identical"], "candidate_failed": counts["candidate_failed"]},
                "judge": result.summary if result else None,
                "remote_candidate_tokens": {"in": candidates.tokens_in, "out": candidates.tokens_out}}
     write_json(outdir / SUMMARY_FILE, summary)
     print(f"pairs: {written} preference records from {counts['prompts']} prompts in {outdir / PAIRS_FILE}; skipped "
           f"{skipped['tie']} ties, {skipped['inconsistent']} position-inconsistent, {counts['identical']} identical "
           f"candidate pairs, {skipped['failed'] + counts['candidate_failed']} failed"
-          + (f", {skipped['pending']} not judged" if skipped["pending"] else ""), file=out)
+          + (f", {skipped['pending']} not done (--max-requests)" if skipped["pending"] else ""), file=out)
     cost = (candidates.tokens_in * cfg.judge.price_in + candidates.tokens_out * cfg.judge.price_out) / 1e6
     cost += result.summary["this_run"]["cost"] if result else 0.0
     if cost:
