@@ -60,7 +60,7 @@ def test_remote_candidates_judged_into_preference_records_skips_counted_and_resu
     assert records[0]["meta"]["chosen_from"] == "remote judge-model"
     summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     assert summary["skipped"] == {"tie": 1, "inconsistent": 1, "failed": 0, "pending": 0, "identical": 1,
-                                  "candidate_failed": 1}
+                                  "candidate_failed": 1, "invalid": 0}
 
     # The rerun asks only for what is missing: the failed prompt's two candidates and their two verdicts.
     before = judge_server.snapshot()

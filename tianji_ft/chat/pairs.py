@@ -228,7 +228,7 @@ def run_pairs(cfg: PairsConfig, out=None, err=None) -> int:
             pairs.append(JudgePair(item.id, seen[-1].messages, first["text"], second["text"], dict(item.meta or {})))
     items = seen
     result = judge_pairs(pairs, pick_rubric(cfg.rubric, items), endpoint, outdir, err=err) if pairs else None
-    written = _write_pairs(outdir, items, pairs, result, cfg)
+    written, counts["invalid"] = _write_pairs(outdir, items, pairs, result, cfg)
     return _finish(outdir, cfg, counts, written, result, candidates, out)
 
 
@@ -240,9 +240,10 @@ def _as_seen(item: EvalItem, local: dict | None) -> EvalItem:
     return EvalItem(item.id, [{"role": "system", "content": system}, *item.messages], item.reference, item.meta)
 
 
-def _write_pairs(outdir: Path, items, pairs, result, cfg: PairsConfig) -> int:
+def _write_pairs(outdir: Path, items, pairs, result, cfg: PairsConfig) -> tuple[int, int]:
+    """(records written, records left out because the preference validator refused them, e.g. an empty answer)."""
     by_id = {i.id: i for i in items}
-    written = 0
+    written = invalid = 0
     with atomic_open(outdir / PAIRS_FILE) as fh:
         for pair in pairs:
             outcome = result.summary["outcomes"][pair.id]
@@ -258,10 +259,11 @@ def _write_pairs(outdir: Path, items, pairs, result, cfg: PairsConfig) -> int:
                 meta={**pair.meta, "prompt_id": pair.id,
                       "chosen_from": _source(cfg, slots[0]), "rejected_from": _source(cfg, slots[1])})
             if preference_problems(record):
+                invalid += 1
                 continue
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
-    return written
+    return written, invalid
 
 
 def _source(cfg: PairsConfig, slot: int) -> str:
@@ -275,13 +277,15 @@ def _finish(outdir, cfg, counts, written, result, candidates, out) -> int:
     skipped = {name: sum(o == name for o in outcomes) for name in ("tie", "inconsistent", "failed", "pending")}
     skipped["pending"] += counts["candidate_pending"]
     summary = {"prompts": counts["prompts"], "written": written,
-               "skipped": {**skipped, "identical": counts["identical"], "candidate_failed": counts["candidate_failed"]},
+               "skipped": {**skipped, "identical": counts["identical"], "candidate_failed": counts["candidate_failed"],
+                           "invalid": counts["invalid"]},
                "judge": result.summary if result else None,
                "remote_candidate_tokens": {"in": candidates.tokens_in, "out": candidates.tokens_out}}
     write_json(outdir / SUMMARY_FILE, summary)
     print(f"pairs: {written} preference records from {counts['prompts']} prompts in {outdir / PAIRS_FILE}; skipped "
           f"{skipped['tie']} ties, {skipped['inconsistent']} position-inconsistent, {counts['identical']} identical "
           f"candidate pairs, {skipped['failed'] + counts['candidate_failed']} failed"
+          + (f", {counts['invalid']} invalid (an empty answer)" if counts["invalid"] else "")
           + (f", {skipped['pending']} not done (--max-requests)" if skipped["pending"] else ""), file=out)
     cost = (candidates.tokens_in * cfg.judge.price_in + candidates.tokens_out * cfg.judge.price_out) / 1e6
     cost += result.summary["this_run"]["cost"] if result else 0.0
