@@ -158,3 +158,16 @@ def test_mix_takes_preference_sources_but_not_both_formats(tmp_path, fixtures_di
                                         "XTuner reads one format per file"):
         mix(spec)
     assert not (tmp_path / "mix2.jsonl").exists()
+
+
+@pytest.mark.parametrize("change, reason, detail", [
+    (lambda r: r.update(rejected="生日快乐"), "chosen and rejected differ in shape", "'rejected' is not a message list"),
+    (lambda r: r.update(chosen=[]), "no messages", "'chosen': "),
+    (lambda r: r["rejected"].insert(0, {"role": "tool", "content": "查询"}), "unsupported role", "'rejected': message 0"),
+])
+def test_ultrafeedback_names_the_field_at_fault(change, reason, detail):
+    row = {"chosen": [user("祝奶奶生日快乐"), assistant("奶奶，福如东海！")],
+           "rejected": [user("祝奶奶生日快乐"), assistant("生日快乐")]}
+    change(row)
+    (result,) = ultrafeedback([row])
+    assert result.reason == reason and result.detail.startswith(detail), result.detail

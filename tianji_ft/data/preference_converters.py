@@ -53,7 +53,10 @@ def _finish(prompt: list[dict], chosen: str, rejected: str, system: str | None) 
 
 def _message_list(value: Any, name: str) -> list[dict]:
     """A message list as ``[{"role", "content"}]`` with the roles named as OpenAI names them."""
-    return [{"role": role, "content": text} for role, text in _messages(value, "role", "content", _ROLES)]
+    try:
+        return [{"role": role, "content": text} for role, text in _messages(value, "role", "content", _ROLES)]
+    except Reject as err:
+        raise Reject(err.reason, f"'{name}': {err.detail}") from None
 
 
 def _split_answer(messages: list[dict], name: str) -> tuple[list[dict], str]:
@@ -102,6 +105,9 @@ def ultrafeedback(rows: Iterable, *, system: str | None = None) -> Iterator:
             field(row, "chosen"), field(row, "rejected")  # a missing one or a nested value rejects the row
             answers = text_of(chosen, "chosen"), text_of(rejected, "rejected")
             return _finish(_prompt_text(row), *answers, system)
+        if not isinstance(chosen, list) or not isinstance(rejected, list):
+            raise Reject("chosen and rejected differ in shape",
+                         f"'{'rejected' if isinstance(chosen, list) else 'chosen'}' is not a message list")
         chosen_turns, chosen_answer = _split_answer(_message_list(chosen, "chosen"), "chosen")
         rejected_turns, rejected_answer = _split_answer(_message_list(rejected, "rejected"), "rejected")
         if chosen_turns != rejected_turns:
