@@ -69,7 +69,7 @@ def test_judge_answers_of_two_evals_side_by_side(judge_server, tmp_path, capsys)
     assert set(judge["by_scene"]) == {"生日", "教师节", "新婚", "新年"}
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| judge: wins (95% CI) | 50% [" in report and "| distinct-2" in report  # beside the other metrics
-    assert "## Judge" in report and "| style | prompts |" in report and "**Judge:** B wins" in report
+    assert "## Judge" in report and "| style | prompts |" in report and "**Judge:** B wins — A shown first: B (更贴合对象和场景); B shown first: B (" in report
     rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["outcome"] for r in rows] == ["win", "loss", "win", "tie"]
     # The judge saw the system prompt and the style's length rule.

@@ -43,16 +43,24 @@ def section(summary: dict, label_a: str, label_b: str) -> list[str]:
         lines += ["", f"**Left out of the rates:** {summary['failed']} prompt(s) whose judging failed, "
                       f"{summary['pending']} not judged; rerun the same command to judge only those."]
     if r["prompts"]:
-        lines += ["", *_table("prompts", {"all": r})]
+        lines += ["", *_table("", {"all prompts": r})]
     for field in ("style", "scene"):
         if f"by_{field}" in summary:
             lines += ["", *_table(field, summary[f"by_{field}"])]
     return lines
 
 
+_SHOWN_FIRST = {"AB": "A shown first", "BA": "B shown first"}
+# A verdict names a position; in the BA order position A holds model B's answer.
+_MODEL_WINS = {"AB": {"A": "A", "B": "B", "tie": "tie"}, "BA": {"A": "B", "B": "A", "tie": "tie"}}
+
+
 def verdict_lines(result, item_id: str) -> list[str]:
+    """The outcome, then each order's verdict in model terms with its reason."""
     outcome = result.summary["outcomes"].get(item_id, "pending")
-    reasons = [f"{order}: {entry.get('winner') or entry.get('reason')}"
-               + (f" ({entry['reason']})" if entry.get("status") == "ok" else "")
-               for order, entry in result.verdicts.get(item_id, {}).items()]
-    return [f"**Judge:** {OUTCOME_WORDS[outcome]}" + (f" — {'; '.join(reasons)}" if reasons else ""), ""]
+    parts = []
+    for order, entry in result.verdicts.get(item_id, {}).items():
+        said = (_MODEL_WINS[order][entry["winner"]] + f" ({entry['reason']})" if entry.get("status") == "ok"
+                else f"failed ({entry.get('reason')})")
+        parts.append(f"{_SHOWN_FIRST[order]}: {said}")
+    return [f"**Judge:** {OUTCOME_WORDS[outcome]}" + (f" — {'; '.join(parts)}" if parts else ""), ""]
