@@ -78,7 +78,8 @@ def test_a_bad_rubric_is_one_line_naming_file_and_field(tmp_path):
 
 def test_parse_verdict_is_strict():
     assert parse_verdict('```json\n{"winner": "B", "reason": "更贴切"}\n```') == ("B", "更贴切")
-    for bad in ("A更好", '{"winner": "a", "reason": "x"}', '{"winner": "A"}', '["A"]'):
+    assert parse_verdict('<think>\n先比较称呼……\n</think>\n{"winner": "tie", "reason": "相当"}') == ("tie", "相当")
+    for bad in ("A更好", '{"winner": "a", "reason": "x"}', '{"winner": "A"}', '["A"]', '<think>{"winner": "A", "reason": "x"}'):
         with pytest.raises(ValueError):
             parse_verdict(bad)
 

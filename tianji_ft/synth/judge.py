@@ -8,7 +8,7 @@ output folder before it counts, under a key of everything that shapes it
 after a crash or SIGKILL reads the journal and asks only what it lacks.
 
 A reply must be one JSON object ``{"winner": "A"|"B"|"tie", "reason": "..."}``
-(a ```json fence around it is tolerated). A malformed reply is asked again,
+(a ```json fence around it, and a leading ``<think>...</think>`` block, are tolerated). A malformed reply is asked again,
 up to ``verdict_attempts`` times, then the judgment is recorded as failed;
 a rerun asks failed judgments again.
 """
@@ -90,11 +90,12 @@ class MalformedVerdict(ValueError):
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_THINKING = re.compile(r"^\s*<think>.*?</think>", re.S)  # reasoning models (Qwen3, DeepSeek-R1 served locally)
 
 
 def parse_verdict(text: str) -> tuple[str, str]:
     """(winner, reason) from a judge reply; raises MalformedVerdict saying what is wrong."""
-    body = text.strip()
+    body = _THINKING.sub("", text).strip()
     fenced = _FENCE.match(body)
     if fenced:
         body = fenced.group(1)
