@@ -89,7 +89,9 @@ def test_cpu_distributed_init_symptom_and_fix():
     env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}
     without = run_py(DIST_INIT, env)
-    assert without.returncode != 0
+    # the symptom itself: mmengine's pytorch init calls torch.cuda.set_device, which fails without CUDA
+    assert without.returncode != 0 and "in _init_dist_pytorch" in without.stderr, without.stderr[-2000:]
+    assert "torch.cuda.set_device(local_rank)" in without.stderr and "in set_device" in without.stderr
     env["MASTER_PORT"] = str(free_port())
     fixed = run_py(DIST_INIT, env, patched=True)
     assert fixed.returncode == 0, fixed.stderr
