@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import pytest
@@ -48,9 +49,18 @@ def test_second_run_skips_everything_and_new_data_reruns_from_training(tmp_path)
     assert sorted(p.suffix for p in (tmp_path / "wd" / "ollama").iterdir() if p.suffix) == [".gguf"]
     assert (tmp_path / "wd" / "ollama" / "Modelfile").read_text(encoding="utf-8").startswith("FROM ./")
 
+    assert first.getvalue().splitlines()[-1] == (f"next: cd {tmp_path / 'wd' / 'ollama'} && ollama create NAME "
+                                                 "-f Modelfile && ollama run NAME")
+
     second = io.StringIO()
     run_pipeline(request(tmp_path, data, until="evaluate"), out=second)
     assert all("up to date, skipped" in line for line in lines(second).values())
+    as_json = io.StringIO()
+    run_pipeline(request(tmp_path, data, until="evaluate"), out=as_json, as_json=True)
+    summary = json.loads(as_json.getvalue())  # stdout holds the JSON alone
+    assert summary["ok"] is True and [s["status"] for s in summary["stages"]] == ["skipped"] * 5
+    assert summary["outputs"]["merged"] == str(tmp_path / "wd" / "merged")
+    assert summary["next"].startswith(f"tianji-ft chat {tmp_path / 'wd' / 'merged'}")
 
     with data.open("a", encoding="utf-8") as fh:
         fh.write('{"conversation": [{"system": "你现在是一个送祝福大师，帮我针对不同人和事情、节日送对应的祝福", '

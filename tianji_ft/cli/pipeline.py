@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--until", default=STAGES[-1], choices=STAGES, help="stop after this stage")
     p.add_argument("--set", dest="sets", nargs="+", default=[], metavar="KEY=VALUE",
                    help="mmengine --cfg-options overrides (dict paths, e.g. model.lora.r=16)")
+    p.add_argument("--json", action="store_true",
+                   help="print each stage's outcome, the outputs and the next command as JSON on stdout "
+                        "(the stage lines go to stderr)")
     add_config_settings(p)
 
 
@@ -30,4 +33,5 @@ def run(args) -> int:
     train = TrainRequest(config=args.config, model=args.model, data=args.data, work_dir=args.work_dir,
                          tiny=args.tiny, deepspeed=args.deepspeed, settings=config_settings_env(args),
                          cfg_options=args.sets)
-    return run_pipeline(PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until))
+    return run_pipeline(PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until),
+                        as_json=args.json)

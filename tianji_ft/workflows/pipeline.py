@@ -18,7 +18,7 @@ from pathlib import Path
 from tianji_ft.core.layout import EVAL, MERGED, OLLAMA, converted_dir, layout
 from tianji_ft.core.manifest import read_manifest
 from tianji_ft.train.train import TrainRequest
-from tianji_ft.core.errors import UserError
+from tianji_ft.core.errors import StepFailed, UserError
 from tianji_ft.core.fsio import write_json
 from tianji_ft.workflows.stages import Stages
 
@@ -176,21 +176,53 @@ class Pipeline:
 
     def _run_stages(self) -> int:
         first, last = STAGES.index(self.req.start), STAGES.index(self.req.until)
-        stages = Stages(list(STAGES[: last + 1]), self.out)
+        stages = self.stages = Stages(list(STAGES[: last + 1]), self.out)
         for n, stage in enumerate(stages.names):
             if n < first:
-                stages.say(stage, f"before --from {self.req.start}, not run")
+                stages.say(stage, f"before --from {self.req.start}, not run", status="not run")
                 continue
             fp = self.fingerprint(stage)
             forced = n == first and self.req.start != STAGES[0]
             if not forced and self.state.get(stage) == fp and self.outputs_exist(stage):
-                stages.say(stage, "up to date, skipped")
+                stages.say(stage, "up to date, skipped", status="skipped")
                 continue
             stages.run(stage, getattr(self, f"run_{stage}"))
             self.state[stage] = fp
             write_json(self.work_dir / STATE_FILE, self.state)
         return 0
 
+    def next_step(self) -> str | None:
+        """The command to run after the last stage that has its output."""
+        model = self.model_dir()
+        if self.paths["export"].exists() and STAGES.index(self.req.until) >= STAGES.index("export"):
+            return f"cd {self.paths['export']} && ollama create NAME -f Modelfile && ollama run NAME"
+        if model.exists():
+            return f"tianji-ft chat {model}   (or tianji-ft serve {model}; tianji-ft export ollama {model})"
+        if self.paths["adapter"].exists():
+            return f"tianji-ft merge {self.paths['adapter']}"
+        if (read_manifest(self.work_dir, required=False) or {}).get("last_checkpoint"):
+            return f"tianji-ft convert {self.work_dir}"
+        return None
 
-def run_pipeline(req: PipelineRequest, out=sys.stdout) -> int:
-    return Pipeline(req, out).run()
+    def summary(self, ok: bool) -> dict:
+        """What ``--json`` prints: each stage's outcome, where the outputs are, the next command."""
+        return {"ok": ok, "work_dir": str(self.work_dir),
+                "stages": getattr(self, "stages", None) and self.stages.results or [],
+                "outputs": {key: str(path) for key, path in self.paths.items() if path.exists()},
+                "next": self.next_step()}
+
+
+def run_pipeline(req: PipelineRequest, out=sys.stdout, as_json: bool = False) -> int:
+    """Run the stages; the stage lines go to ``out`` (stderr with ``as_json``, whose summary goes to stdout)."""
+    pipeline = Pipeline(req, sys.stderr if as_json else out)
+    try:
+        rc = pipeline.run()
+    except StepFailed:
+        if as_json:
+            print(json.dumps(pipeline.summary(ok=False), ensure_ascii=False, indent=2), file=out, flush=True)
+        raise
+    if as_json:
+        print(json.dumps(pipeline.summary(ok=True), ensure_ascii=False, indent=2), file=out, flush=True)
+    elif pipeline.next_step():
+        print(f"next: {pipeline.next_step()}", file=out, flush=True)
+    return rc
