@@ -104,6 +104,34 @@ def test_react_text_rows_split_at_each_observation(fixtures_dir):
     assert tool["output"] == "Thought: I now know the final answer\nFinal Answer: 北京明天晴，气温25℃左右。"
 
 
+def assert_react_turns(messages: list[dict], turns: list[dict]) -> None:
+    """Each assistant message of ReAct text is its turns put back together: the first turn answers the
+    user's text, and each ``Observation:`` line starts a turn whose system is the tool's result."""
+    turns, system, user = list(turns), "", ""
+    for message in messages:
+        if message["from"] == "system":
+            system = message["value"]
+        elif message["from"] == "user":
+            user += message["value"] + "\n"
+        else:
+            text = message["value"]
+            group = [turns.pop(0) for _ in range(1 + sum(line.startswith("Observation:")
+                                                         for line in text.split("\n")))]
+            assert group[0].get("system", "") == system and group[0]["input"] == user
+            assert all(t["system"].startswith("Observation:") and t["input"] == "" for t in group[1:])
+            assert all(t["output"].startswith(("Thought", "Action", "Final Answer")) for t in group[1:])
+            assert group[0]["output"] + "".join(t["system"] + t["output"] for t in group[1:]) == text
+            system, user = "", ""
+    assert turns == [], "turns left over"
+
+
+def test_react_text_turns_put_back_together_are_the_messages(fixtures_dir):
+    (row,) = rows_of(fixtures_dir / "msagent_react.json")
+    (record,) = msagent([row])
+    assert len(record["conversation"]) == 2
+    assert_react_turns(row["conversations"], record["conversation"])
+
+
 def test_real_react_sample(samples_dir):
     rows = rows_of(samples_dir / "msagent" / "ms_agent_MS_Agent_Bench_126374.doc_example.json")
     (record,) = msagent(rows)
@@ -111,6 +139,7 @@ def test_real_react_sample(samples_dir):
     observations = sum(m["value"].count("\nObservation:") for m in messages if m["from"] == "assistant")
     users = sum(m["from"] == "user" for m in messages)
     assert len(record["conversation"]) == users + observations
+    assert_react_turns(messages, record["conversation"])
     assert record_problems(record) == []
 
 
