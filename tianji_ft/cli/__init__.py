@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -20,7 +21,7 @@ from tianji_ft.core.extras import missing_extra_line
 
 # Verbs in the order of the workflow, as --help lists them (a new verb goes in its stage).
 STAGES = (
-    ("set up", ("doctor", "models", "configs")),
+    ("set up", ("doctor", "models", "configs", "completion")),
     ("data", ("data", "synth")),
     ("train", ("plan", "train", "logs", "status")),
     ("weights", ("convert", "merge", "export")),
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (tianji-ft completion bash|zsh)
+        from tianji_ft.cli.completion import complete
+
+        complete(parser)
     if not argv:
         parser.print_help()
         return 0
