@@ -116,34 +116,46 @@ def test_every_failure_is_retried_or_recorded(fake_llm, api_key, tmp_path, capsy
     assert len(read_jsonl(out / "wishes.jsonl")) == 14 and read_jsonl(out / FAILED_FILE) == []
 
 
-def test_sigkill_mid_run_then_resume_sends_no_saved_item_again(fake_llm, api_key, tmp_path, capsys, assert_key_absent):
-    fake_llm.ok_delay = 0.03
-    out = tmp_path / "out"
-    args = wishes_args(fake_llm, out, "--styles", "正常", "--concurrency", "3")
+def start_run_and_wait_for_requests(fake_llm, args, at_least: int) -> subprocess.Popen:
+    """The CLI run in a child, returned once the fake server has received ``at_least`` requests
+    (the server's count, not the run's own files: those are what the tests check)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "tianji_ft", *args], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    journal = out / JOURNAL_FILE
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 40:
-            break
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and fake_llm.total < at_least:
         time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    assert fake_llm.total >= at_least, f"only {fake_llm.total} requests arrived in time"
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    return proc
+
+
+def test_sigkill_mid_run_then_resume_sends_no_saved_item_again(fake_llm, api_key, tmp_path, capsys, assert_key_absent):
+    fake_llm.ok_delay = 0.03
+    out = tmp_path / "out"
+    concurrency = 3
+    args = wishes_args(fake_llm, out, "--styles", "正常", "--concurrency", str(concurrency))
+    proc = start_run_and_wait_for_requests(fake_llm, args, 40)
     proc.send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=10)
-    saved = journal_ok_prompts(out)
     at_kill = fake_llm.snapshot()
-    assert 40 <= len(saved) < 407 and not (out / "wishes.jsonl").exists()
+    saved = journal_ok_prompts(out)
+    assert not (out / "wishes.jsonl").exists()
+    # What the journal says was saved, checked against what the server saw: only items it answered,
+    # and all of them but the few in flight at the kill (each answer is saved as it arrives).
+    assert set(saved) <= set(at_kill) and len(set(saved)) == len(saved)
+    assert len(at_kill) - len(saved) <= concurrency and len(saved) >= 40 - concurrency
 
     fake_llm.ok_delay = 0.0
     assert main(args) == 0
     std = capsys.readouterr()
     final = fake_llm.snapshot()
     assert all(final[p] == 1 for p in saved), "a saved item was requested again"
+    assert {p for p in final if final[p] > at_kill.get(p, 0)} == set(final) - set(saved)
     assert fake_llm.total - sum(at_kill.values()) == 407 - len(saved)  # only unsaved items were sent
     records = read_jsonl(out / "wishes.jsonl")
     assert len(records) == len({(r["meta"]["name"], r["meta"]["scene"]) for r in records}) == 407
+    assert {r["meta"]["prompt"] for r in records} == set(final)
     assert f"{len(saved)} already saved" in std.err
     assert_key_absent(out, stdout.decode(), stderr.decode(), std.out, std.err)
 
@@ -152,18 +164,14 @@ def test_ctrl_c_saves_what_finished_and_exits_130(fake_llm, api_key, tmp_path, c
     fake_llm.ok_delay = 0.03
     out = tmp_path / "out"
     args = wishes_args(fake_llm, out, "--styles", "正常", "--concurrency", "2")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "tianji_ft", *args], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    journal = out / JOURNAL_FILE
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 10):
-        time.sleep(0.005)
+    proc = start_run_and_wait_for_requests(fake_llm, args, 10)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()
+    at_interrupt = fake_llm.snapshot()
     saved = journal_ok_prompts(out)
-    assert len(read_jsonl(out / "wishes.jsonl")) == len(saved) < 407  # written on the way out
+    assert set(saved) <= set(at_interrupt) and len(saved) >= 8  # the answers that arrived (2 may be in flight)
+    assert sorted(r["meta"]["prompt"] for r in read_jsonl(out / "wishes.jsonl")) == sorted(saved)  # on the way out
     fake_llm.ok_delay = 0.0
     assert main(args) == 0
     assert all(fake_llm.snapshot()[p] == 1 for p in saved) and len(read_jsonl(out / "wishes.jsonl")) == 407
