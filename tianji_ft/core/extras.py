@@ -13,14 +13,41 @@ VERB_EXTRAS = {
     "models": "train", "merge": "export", "export": "export", "chat": "serve", "serve": "serve", "eval": "eval",
     "web": "web", "doctor": "train",
 }
-# top-level module -> the extra that installs it (for verbs not in VERB_EXTRAS)
+# top-level module -> the smallest extra that installs it
 MODULE_EXTRAS = {
-    "torch": "train", "transformers": "train", "mmengine": "train", "deepspeed": "train", "peft": "train",
+    "torch": "serve", "transformers": "serve", "mmengine": "train", "deepspeed": "train", "peft": "serve",
     "bitsandbytes": "train", "tensorboard": "train", "fastapi": "serve", "uvicorn": "serve",
     "prometheus_client": "serve", "streamlit": "web", "openai": "synth", "gguf": "export",
     "sentencepiece": "export", "safetensors": "export", "sacrebleu": "eval", "pandas": "data", "datasets": "data",
     "matplotlib": "data", "tokenizers": "data",
 }
+
+
+# extra -> the top-level modules it installs, itself or through the extras it includes (pyproject.toml;
+# tests/core/test_extras.py holds the two together)
+PROVIDES = {
+    "data": {"pandas", "datasets", "matplotlib", "transformers", "tokenizers"},
+    "train": {"torch", "transformers", "mmengine", "deepspeed", "peft", "accelerate", "datasets", "bitsandbytes",
+              "einops", "sentencepiece", "safetensors", "matplotlib", "tensorboard"},
+    "serve": {"torch", "transformers", "peft", "fastapi", "uvicorn", "pydantic", "prometheus_client"},
+    "synth": {"openai", "matplotlib"},
+    "export": {"numpy", "safetensors", "gguf", "sentencepiece"},
+    "wandb": {"wandb"},
+}
+PROVIDES["web"] = PROVIDES["serve"] | {"streamlit"}
+PROVIDES["eval"] = PROVIDES["serve"] | PROVIDES["synth"] | {"sacrebleu"}
+PROVIDES["all"] = set().union(*PROVIDES.values())
+
+
+def extra_for(verb: str | None, top: str) -> str:
+    """The extra(s) to name: the verb's, plus the module's own where the verb's does not bring it
+    (``synth pairs`` with local candidates needs torch, which [synth] does not install)."""
+    extra = VERB_EXTRAS.get(verb or "")
+    if extra is None:
+        return MODULE_EXTRAS[top]
+    if top in PROVIDES.get(extra, set()):
+        return extra
+    return f"{extra},{MODULE_EXTRAS[top]}"
 
 
 def missing_extra_line(verb: str | None, module: str) -> str | None:
@@ -31,6 +58,6 @@ def missing_extra_line(verb: str | None, module: str) -> str | None:
                 "then pip install --no-deps xtuner==0.2.0 (its own pins conflict; see the README)")
     if top not in MODULE_EXTRAS:
         return None
-    extra = VERB_EXTRAS.get(verb or "", MODULE_EXTRAS[top])
+    extra = extra_for(verb, top)
     where = f"tianji-ft {verb}" if verb else "this command"
     return f"{top} is not installed, and {where} needs it: pip install 'tianji_ft[{extra}]'"
