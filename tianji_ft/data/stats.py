@@ -149,9 +149,9 @@ def _preference_stats(path: str | Path, first: int | None, tokenizer: str | None
         kind = record_kind(record)
         if kind is not None and kind != PREFERENCE:
             raise mixed_error(path, index, kind, PREFERENCE, first)
-        record = record if isinstance(record, dict) else {}
         counts["invalid_records"] += bool(preference_problems(record))
-        key, pkey = preference_key(record), prompt_key(record)
+        key, pkey = preference_key(record), prompt_key(record)  # the keys dedupe uses
+        record = record if isinstance(record, dict) else {}
         counts["exact_duplicates"] += key in seen
         if pkey is not None and key not in seen:
             counts["same_prompt"] += pkey in prompts
