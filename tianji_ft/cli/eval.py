@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress on stderr (prompts answered, tokens/s; a bar on a terminal)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary (metrics per model, judge rates, settings, output folder) as JSON")
     add_sampling_flags(parser, "eval")
     g = parser.add_argument_group("judge: what to compare")
     g.add_argument("--judge", action="store_true",
@@ -76,6 +78,8 @@ def _eval(args) -> int:
                        params=params_from_args(args), batch_size=args.batch_size, bits=args.bits,
                        device=args.device, data_file=args.data or args.prompts, overwrite=args.overwrite,
                        quiet=args.quiet, judge=judge)
+    if args.json:
+        return _print_json(args, summary)
     for key in ("model", "base"):
         if key in summary:
             m = summary[key]["metrics"]
@@ -90,10 +94,24 @@ def _eval(args) -> int:
         print(f"wrote {args.output}/answers.jsonl, judgments.jsonl, metrics.json, report.md")
         return judge_exit_code(summary["judge"])
     print(f"wrote {args.output}/answers.jsonl, metrics.json, report.md")
-    print(f"next: read {args.output}/report.md; ship it: tianji-ft export ollama {args.model}"
-          + (f" --adapter {args.adapter}" if args.adapter else "") + f", or serve it: tianji-ft serve {args.model}"
-          + (f" --adapter {args.adapter}" if args.adapter else ""))
+    print(f"next: {_next_step(args)}")
     return 0
+
+
+def _next_step(args) -> str:
+    adapter = f" --adapter {args.adapter}" if args.adapter else ""
+    return (f"read {args.output}/report.md; ship it: tianji-ft export ollama {args.model}{adapter}, "
+            f"or serve it: tianji-ft serve {args.model}{adapter}")
+
+
+def _print_json(args, summary: dict) -> int:
+    """The summary (what metrics.json holds), where it was written and the next command, as JSON on stdout."""
+    import json
+
+    rc = judge_exit_code(summary["judge"]) if "judge" in summary else 0
+    print(json.dumps({**summary, "output": str(args.output), "next": _next_step(args) if args.model else None},
+                     ensure_ascii=False, indent=2))
+    return rc
 
 
 def _judge_answers(args) -> int:
@@ -108,6 +126,8 @@ def _judge_answers(args) -> int:
     args.output = args.output or "eval_results"
     summary = judge_answer_folders(args.judge_answers, args.output, JudgeSpec(endpoint_from_args(args), args.rubric),
                                    overwrite=args.overwrite)
+    if args.json:
+        return _print_json(args, summary)
     print(summary_line(summary["judge"]))
     print(f"wrote {args.output}/answers.jsonl, judgments.jsonl, metrics.json, report.md")
     return judge_exit_code(summary["judge"])
