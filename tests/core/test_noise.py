@@ -33,3 +33,43 @@ def test_verbose_changes_nothing(monkeypatch):
     monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
     with noise.hushed(True):
         assert "TRANSFORMERS_VERBOSITY" not in os.environ
+
+
+def _caught(logger: logging.Logger) -> list[str]:
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger.addHandler(Catch())
+    return seen
+
+
+def test_a_logger_that_sets_its_own_level_on_import_is_still_hushed():
+    ds = logging.getLogger("DeepSpeed")
+    seen = _caught(ds)
+    with noise.hushed(False):
+        ds.setLevel(logging.INFO)  # what DeepSpeed's LoggerFactory does when it is imported
+        ds.warning("Setting accelerator to CPU")
+        ds.error("a real failure")
+    ds.warning("after the command")
+    assert seen == ["a real failure", "after the command"]
+
+
+def test_mmengine_s_current_logger_says_only_errors_while_hushed(capsys):
+    from mmengine.logging import MMLogger, print_log
+
+    handlers = MMLogger.get_current_instance().handlers
+    levels = [h.level for h in handlers]
+    with noise.hushed(False):
+        noise.quiet_mmengine()
+        print_log("dataset cache hit, loaded 8 rows", logger="current")
+        print_log("the build failed", logger="current", level=logging.ERROR)
+    shown = capsys.readouterr()
+    assert "dataset cache hit" not in shown.out + shown.err and "the build failed" in shown.out + shown.err
+    level_before = [h.level for h in MMLogger.get_current_instance().handlers]
+    noise.quiet_mmengine()  # not hushed: a no-op
+    assert [h.level for h in MMLogger.get_current_instance().handlers] == level_before
+    for handler, level in zip(handlers, levels):  # as it was, for the tests after this one
+        handler.setLevel(level)

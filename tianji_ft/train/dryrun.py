@@ -14,8 +14,9 @@ import itertools
 import math
 import sys
 
-from tianji_ft.xtuner.datacheck import (apply_map_fn, check_training_data, environment, load_config,
-                                        resolve_map_fn, source_records, train_dataset_config)
+from tianji_ft.core import noise
+from tianji_ft.xtuner.datacheck import (apply_map_fn, check_training_data, environment, is_preference_dataset,
+                                        load_config, resolve_map_fn, source_records, train_dataset_config)
 from tianji_ft.xtuner.dataset_cache import cached_process_hf_dataset
 
 EXAMPLES = 2
@@ -36,8 +37,13 @@ def dry_run(config_path, env: dict, cfg_options: list[str], world_size: int | No
 
 def data_report(cfg, config_path, env: dict, world_size: int | None = None) -> dict:
     """:func:`dry_run` for a config already loaded (call it inside :func:`environment` of ``env``)."""
+    noise.quiet_mmengine()  # the report says what matters; -v shows mmengine's and XTuner's own lines
     ds_cfg = train_dataset_config(cfg)
     checked = check_training_data(ds_cfg)
+    if is_preference_dataset(ds_cfg):  # DPO, ORPO: pairs, unpacked, laid out by XTuner's preference dataset
+        from tianji_ft.train.dryrun_pairs import pairs_report
+
+        return pairs_report(cfg, config_path, env, ds_cfg, checked, world_size)
     from xtuner.registry import BUILDER
 
     tokenizer = BUILDER.build(ds_cfg["tokenizer"])
