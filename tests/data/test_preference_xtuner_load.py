@@ -5,6 +5,9 @@ prompt is masked, and each answer's labels are its own tokens, ending with the s
 
 from __future__ import annotations
 
+import gc
+import threading
+
 import pytest
 
 from tianji_ft.core.templates import detect_template
@@ -27,9 +30,25 @@ def preference_files(tmp_path_factory, fixtures_dir):
     return files
 
 
+@pytest.fixture()
+def no_threads_left(monkeypatch):
+    """XTuner tokenizes through a multiprocessing queue under a tqdm bar; their threads end with
+    the test (a process with other threads does not fork, and data split forks its check)."""
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+    before = set(threading.enumerate())
+    yield
+    gc.collect()  # the queue's finaliser stops its feeder thread
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+    assert set(threading.enumerate()) <= before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_preference_records_load_in_xtuner_with_each_template(family, preference_files, tiny_tokenizer):
+def test_preference_records_load_in_xtuner_with_each_template(family, preference_files, tiny_tokenizer,
+                                                              no_threads_left):
     pytest.importorskip("xtuner")
     from xtuner.dataset.preference_dataset import build_preference_dataset, load_jsonl_dataset
 
