@@ -63,8 +63,8 @@ def wishes_merge(rows: Iterable, *, system: str | None = None, notes: Counter | 
         if notes is not None:
             for key in row.keys() - {"conversation"}:
                 notes[f"record key '{key}' left out"] += 1
-        if kept and system and not kept[0].get("system"):
-            kept[0] = {"system": system, **kept[0]}
+        if kept and system and not kept[0].get("system"):  # none, or an empty one
+            kept[0] = {"system": system, **{k: v for k, v in kept[0].items() if k != "system"}}
         check_turn_texts(kept)
         problems = record_problems({"conversation": kept})
         if problems:
