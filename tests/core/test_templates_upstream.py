@@ -78,6 +78,27 @@ def xtuner_training_text(name: str, messages: list[dict], bos: str) -> str:
     return text + mapped[-1]["input"]
 
 
+def xtuner_prompt_templates() -> dict:
+    """XTuner's PROMPT_TEMPLATE, read from its file with ConfigDict as dict (no mmengine, no torch)."""
+    spec = importlib.util.find_spec("xtuner")
+    if spec is None:
+        pytest.skip("xtuner is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "utils" / "templates.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    body = [node for node in tree.body if not isinstance(node, (ast.Import, ast.ImportFrom))]
+    scope: dict = {"ConfigDict": dict}
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)
+    return scope["PROMPT_TEMPLATE"]
+
+
+def test_our_table_is_xtuners_key_for_key():
+    theirs = xtuner_prompt_templates()
+    for name, ours in TEMPLATES.items():
+        for key in ("SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS"):
+            assert ours.get(key) == theirs[name].get(key), f"{name}.{key}"
+        assert set(ours) <= {"SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS"}, name
+
+
 @pytest.mark.parametrize("family", sorted(FAMILY_TEMPLATE))
 def test_without_surrounding_whitespace_ours_is_the_upstream_chat_template(family):
     ours = get_template(FAMILY_TEMPLATE[family]).render(PLAIN, bos=UPSTREAM[family]["bos_token"])
