@@ -33,16 +33,19 @@ def write_report(out: Path, results: list[dict], accepted: dict[str, dict[str, s
         result["counts"] = counts
         rows.append(f"| {module} | {counts['total']} | {counts['killed']} | {counts['timeout']} | "
                     f"{counts['survived']} | {counts['untested']} | {counts['rate']:.1%} | "
-                    f"{counts['accepted']} | {'yes' if ok else 'NO'} | {result['seconds']} s |")
+                    f"{counts['accepted']} | {'yes' if ok else 'NO'} | {result['seconds']} s | "
+                    f"{result.get('cpu_seconds', 0)} s |")
         for m in survivors:
             reason = reasons.get((m["source"] or "").strip(), "not accepted: needs a test")
             details.append(f"### {module}:{m['line']} ({m['status']})\n\n{reason}\n\n```diff\n{m.get('diff', '')}\n```\n")
+    cpu = sum(r.get("cpu_seconds", 0) for r in results)
     lines = [f"# Mutation report\n",
-             f"{len(results)} module(s), {seconds} s wall clock with {jobs} job(s); target {TARGET:.0%} killed "
+             f"{len(results)} module(s), {seconds} s wall clock with {jobs} job(s), {cpu} s of CPU time "
+             f"(about {cpu / 2 / 60:.0f} minutes on 2 otherwise idle cores); target {TARGET:.0%} killed "
              "(timeouts count as killed).\n",
              "| module | mutants | killed | timeout | survived | untested | kill rate | accepted survivors | "
-             "≥ target | time |",
-             "|---|---|---|---|---|---|---|---|---|---|", *rows, "", "## Survivors\n", *(details or ["none\n"])]
+             "≥ target | wall | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|", *rows, "", "## Survivors\n", *(details or ["none\n"])]
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "report.json").write_text(json.dumps({"seconds": seconds, "jobs": jobs, "modules": results},
