@@ -82,6 +82,15 @@ def test_a_mixed_file_is_one_line(tmp_path, records):
     assert not out.exists() and not rejects_path(out).exists()
 
 
+def test_the_mixed_line_names_the_record_in_the_file(tmp_path, records):
+    lines = [json.dumps(records[0]), json.dumps(dict(records[1], prompt=[{"role": "user", "content": "\ud800"}])),
+             json.dumps(CONV)]  # the second holds a lone surrogate: rejected before dedupe sees it
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"mixed.jsonl:2: a conversation record in a file of preference records"):
+        dedupe_file(path, tmp_path / "out.jsonl")
+
+
 def test_clean_refuses_preference_records(tmp_path, fixtures_dir):
     out = tmp_path / "clean.jsonl"
     with pytest.raises(UserError, match=r"records.jsonl: preference records \(record 0 is one\); the wishes rules"):

@@ -149,15 +149,6 @@ def _dedupe_pairs(rows: Iterable, normalised: bool, notes: Counter) -> Iterator:
         yield record
 
 
-def _one_format(rows: Iterable, path: Path, kind: str, first: int | None) -> Iterator:
-    """``rows``, stopping at the first record of the other format (one line: a mixed file)."""
-    for index, record in enumerate(rows):
-        other = record_kind(record)
-        if other is not None and other != kind:
-            raise mixed_error(path, index, other, kind, first)
-        yield record
-
-
 def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, encoding: str = "utf-8",
                 report: str | Path | None = None, quiet: bool = True) -> Tally:
     """Write the first copy of every record of ``path`` to ``out``.
@@ -171,13 +162,22 @@ def dedupe_file(path: str | Path, out: str | Path, *, normalised: bool = True, e
     check_encoding(encoding)
     path = Path(path)
     tally = Tally()
+    found: list = []  # the file's format and the record that shows it, read once the outputs are checked
 
-    def transform(rows: Iterator) -> Iterator:  # called once the outputs are checked
-        kind, first = sniff(path, encoding)
-        return dedupe_records(_one_format(rows, path, kind, first), normalised=normalised, kind=kind,
-                              notes=tally.notes)
+    def file_kind() -> list:
+        if not found:
+            found.extend(sniff(path, encoding))
+        return found
 
-    return process([path], transform, out, reader=lambda p: iter_records(p, encoding), report=report,
-                   label="dedupe", quiet=quiet, tally=tally)
+    def read(source: Path) -> Iterator:
+        for index, record in iter_records(source, encoding):
+            kind = record_kind(record)
+            if kind is not None and kind != file_kind()[0]:
+                raise mixed_error(source, index, kind, *file_kind())
+            yield index, record
+
+    return process([path], lambda rows: dedupe_records(rows, normalised=normalised, kind=file_kind()[0],
+                                                       notes=tally.notes),
+                   out, reader=read, report=report, label="dedupe", quiet=quiet, tally=tally)
 
 
