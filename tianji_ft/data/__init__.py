@@ -1,4 +1,5 @@
-"""Dataset converters and tools for XTuner's conversation format.
+"""Dataset converters and tools for XTuner's conversation format, and for its
+preference format (prompt / chosen / rejected, for DPO and ORPO: ``preference``).
 
 A library first (the ``tianji-ft data`` command calls these same functions)::
 
@@ -22,7 +23,8 @@ _EXPORTS = {
     "convert_files": "records", "process": "records",
     "get_converter": "registry", "all_converters": "registry", "converter": "registry",
     "Rejected": "accounting", "Tally": "accounting", "NoRecordKept": "accounting",
-    "record_problems": "schema", "iter_records": "reader", "write_records": "writer", "RecordWriter": "writer",
+    "record_problems": "schema", "preference_problems": "preference", "make_preference": "preference",
+    "iter_records": "reader", "write_records": "writer", "RecordWriter": "writer",
     "read_rows": "sources",
     "validate_files": "validate", "split_file": "split", "dedupe_file": "dedupe",
     "dataset_stats": "stats", "clean_file": "wishes",
