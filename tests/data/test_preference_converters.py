@@ -171,3 +171,20 @@ def test_ultrafeedback_names_the_field_at_fault(change, reason, detail):
     change(row)
     (result,) = ultrafeedback([row])
     assert result.reason == reason and result.detail.startswith(detail), result.detail
+
+
+def test_the_cli_converts_and_lists_the_preference_kinds(fixtures_dir, tmp_path, capsys):
+    from tianji_ft.cli import main
+
+    out = tmp_path / "hh.jsonl"
+    assert main(["data", "convert", "hh-rlhf", str(fixtures_dir / "preference" / "hh_rlhf.jsonl"), "-o", str(out),
+                 "--system", "你是送祝福大师", "-q"]) == 0
+    assert "read 6, written 3, rejected 3" in capsys.readouterr().out
+    records = [r for _, r in iter_records(out)]
+    assert all(r["prompt"][0] == {"role": "system", "content": "你是送祝福大师"} for r in records)
+    assert main(["data", "validate", str(out)]) == 0
+    assert main(["data", "kinds"]) == 0
+    listed = capsys.readouterr().out
+    for kind in ("ultrafeedback", "hh-rlhf", "conversation-pairs", "preference"):
+        assert f"{kind}  (makes preference records)\n" in listed
+    assert "firefly\n" in listed
