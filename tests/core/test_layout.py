@@ -10,8 +10,8 @@ from tianji_ft.core.layout import converted_dir, layout, sibling_output, work_di
 from tianji_ft.core.outputs import mark
 
 
-def _work_dir(tmp_path):
-    run = tmp_path / "work_dirs" / "祝福"
+def _work_dir(tmp_path, name="祝福"):
+    run = tmp_path / "work_dirs" / name
     run.mkdir(parents=True)
     (run / "tianji_run.json").write_text(json.dumps({"lora": True}), encoding="utf-8")
     return run
@@ -30,7 +30,7 @@ def test_the_folders_of_a_work_dir(tmp_path):
 
 
 def test_merge_then_export_follow_the_layout_without_o(tmp_path, tiny_llama3, small_adapter, capsys):
-    run = _work_dir(tmp_path)
+    run = _work_dir(tmp_path, "Wishes run")
     (run / "tianji_run.json").write_text(json.dumps({"lora": True, "model": str(tiny_llama3)}), encoding="utf-8")
     shutil.copytree(small_adapter, run / "adapter")
     mark(run / "adapter", "adapter")
@@ -40,7 +40,7 @@ def test_merge_then_export_follow_the_layout_without_o(tmp_path, tiny_llama3, sm
     assert f"merged -> {run / 'merged'}" in out and (run / "merged" / "config.json").is_file()
     assert f"tianji-ft export ollama {run / 'merged'} -o {run / 'ollama'}" in out
     assert main(["export", "gguf", str(run / "merged"), "--quiet"]) == 0
-    assert list((run / "ollama").glob("*.gguf"))
+    assert [p.name for p in (run / "ollama").glob("*.gguf")] == ["wishes-run-f16.gguf"]  # named for its run
 
 
 def test_export_of_a_model_outside_a_work_dir_asks_for_o(tmp_path, tiny_llama3, capsys):

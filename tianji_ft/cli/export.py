@@ -31,7 +31,8 @@ def register(sub) -> None:
         p.add_argument("--overwrite", action="store_true",
                        help="replace an existing, non-empty output folder this command did not make "
                             "(never one holding an input)")
-        p.add_argument("--name", help="model name inside the GGUF and the file names (default: the folder's name)")
+        p.add_argument("--name", help="model name inside the GGUF and the file names (default: the work dir's name "
+                                      "for a run's folder, else the folder's name)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -46,10 +47,19 @@ def default_output(model_dir: str, adapter: str | None) -> str:
     return str(work_dir / OLLAMA)
 
 
+def default_name(model_dir: str, adapter: str | None) -> str | None:
+    """A run's folders are named for their role (merged, adapter): the model is named for its run."""
+    from tianji_ft.core.layout import work_dir_of
+
+    work_dir = work_dir_of(adapter) or work_dir_of(model_dir)
+    return work_dir.name if work_dir else None
+
+
 def _export(args, modelfile: bool):
     from tianji_ft.weights.gguf import export_ollama
 
     args.output = args.output or default_output(args.model_dir, args.adapter)
+    args.name = args.name or default_name(args.model_dir, args.adapter)
     result = export_ollama(args.model_dir, args.output, quant=args.quant, name=args.name, overwrite=args.overwrite,
                            adapter=args.adapter, modelfile=modelfile, quiet=args.quiet)
     print(f"wrote {result.gguf}" + (f" and {result.adapter}" if result.adapter else ""))
