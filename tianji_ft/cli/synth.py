@@ -10,11 +10,11 @@ from tianji_ft.cli._common import add_verb
 
 WISHES_EXAMPLE = """\
 export DEEPSEEK_API_KEY=...   # read from the environment only
-tianji-ft synth wishes --base-url https://api.deepseek.com/v1 --model deepseek-chat \\
+tianji-ft synth wishes --base-url https://api.deepseek.com/v1 --api-model deepseek-chat \\
     --api-key-env DEEPSEEK_API_KEY --styles 小红书 正常 严肃 --rounds 2 --concurrency 8 \\
     --price-in 2 --price-out 8 -o data/synth/wishes_ds
 # a local vLLM / lmdeploy / Ollama / tianji-ft serve: any key value will do
-OPENAI_API_KEY=none tianji-ft synth wishes --base-url http://127.0.0.1:8000/v1 --model qwen -o out/wishes --dry-run"""
+OPENAI_API_KEY=none tianji-ft synth wishes --base-url http://127.0.0.1:8000/v1 --api-model qwen -o out/wishes --dry-run"""
 
 MAP_EXAMPLE = "tianji-ft synth wishes-map --plot wishes_map.png"
 
