@@ -185,7 +185,9 @@ def hh_rlhf(rows: Iterable, *, system: str | None = None) -> Iterator:
     return rowwise(rows, one)
 
 
-@converter("conversation-pairs", fields=("conversation",), produces=PREFERENCE)
+@converter("conversation-pairs", fields=("conversation",), produces=PREFERENCE,
+           hint="conversation-pairs rows are conversation records whose last turn has 'chosen' (or 'output') "
+                "and 'rejected'")
 def conversation_pairs(rows: Iterable, *, system: str | None = None) -> Iterator:
     """Conversation records whose last turn holds two answers -> preference records.
 
@@ -242,7 +244,9 @@ def _turn_messages(turn: dict, i: int, output: str | None) -> list[dict]:
     return messages
 
 
-@converter("preference", fields=PREFERENCE_FIELDS, produces=PREFERENCE)
+@converter("preference", fields=PREFERENCE_FIELDS, produces=PREFERENCE,
+           hint="preference records have prompt, chosen and rejected message lists; other shapes convert with "
+                "ultrafeedback, hh-rlhf or conversation-pairs")
 def preference(rows: Iterable) -> Iterator:
     """Preference records already in XTuner's format: validated and passed through (the three fields kept).
 
