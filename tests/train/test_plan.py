@@ -31,6 +31,9 @@ SEED_SHAPES = {
     "internlm2_chat_7b_qlora_wishes_e3": "internlm2-7b",
     "internlm2_chat_7b_full_wishes_e1": "internlm2-7b",
     "llama3_8b_instruct_qlora_chinese_e1": "llama3-8b",
+    "internlm2_chat_7b_qlora_wishes_dpo_e1": "internlm2-7b",
+    "internlm2_chat_7b_qlora_wishes_orpo_e1": "internlm2-7b",
+    "llama3_8b_instruct_qlora_dpo_e1": "llama3-8b",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 WISHES = "internlm2_chat_7b_qlora_wishes_e3"

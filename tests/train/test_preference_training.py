@@ -92,3 +92,27 @@ def test_dpo_reward_margin_grows_on_the_tiny_pairs(tmp_path, monkeypatch):
     first, last = sum(margins[:6]) / 6, sum(margins[-6:]) / 6
     assert last > first + 0.5 and last > 0.5, margins
     assert sum(accuracy[-6:]) / 6 >= 0.8, accuracy
+
+
+def test_dry_run_counts_pairs_as_xtuners_preference_dataset_builds_them(tiny_model, tmp_path, monkeypatch):
+    """``train --dry-run`` on a DPO config: one unpacked row per pair, the tokens XTuner's dataset holds."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+    from xtuner.dataset.preference_dataset import build_preference_dataset
+
+    from tianji_ft.train.dryrun import dry_run
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    model = str(tiny_model("internlm2"))
+    env = {"TIANJI_MODEL": model, "TIANJI_DATA": str(SAMPLE), "TIANJI_MAX_LENGTH": "40"}
+    report = dry_run(resolve_config(DPO), env, [])
+    tokenizer = dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=model, trust_remote_code=True)
+    built = build_preference_dataset(dataset=dict(type=load_dataset, path="json", data_files=[str(SAMPLE)]),
+                                     tokenizer=tokenizer, max_length=40, num_proc=1)
+    assert report["samples"] == report["packed_rows"] == report["iters_per_epoch"] == len(built) == len(records())
+    assert report["pack"] is False
+    assert report["tokens_per_epoch"] == sum(len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in built)
+    # 40 tokens cut the longer chosen answers (the system prompt alone is ~30), not the short rejected ones
+    trunc = report["truncation"]
+    assert 0 < trunc["truncated"] <= len(records()) and trunc["answer_tokens_lost"] > 0
+    assert report["examples"][0].rstrip().endswith(records()[0]["chosen"][0]["content"] + "<|im_end|>")

@@ -137,9 +137,12 @@ def template_name(template) -> str | None:
 
 def config_facts(cfg) -> dict:
     """What a loaded XTuner config says about memory and schedule."""
-    from tianji_ft.xtuner.datacheck import train_dataset_config
+    from tianji_ft.xtuner.datacheck import is_preference_dataset, train_dataset_config
 
     ds_cfg = train_dataset_config(cfg)
+    # Preference pairs (DPO, ORPO) are never packed without varlen attention, and are laid out by the
+    # tokenizer's chat template, the format the config's prompt_template (its evaluation hook's) names.
+    pairs = is_preference_dataset(ds_cfg)
     model = cfg.get("model") or {}
     llm = model.get("llm") or {}
     quant = llm.get("quantization_config") or {}
@@ -172,9 +175,10 @@ def config_facts(cfg) -> dict:
         "accum": int((cfg.get("optim_wrapper") or {}).get("accumulative_counts", 1) or 1),
         "epochs": int(train_loop.get("max_epochs", 1) or 1),
         "max_length": int(ds_cfg["max_length"]),
-        "pack": bool(ds_cfg.get("pack_to_max_length", True)),
+        "pack": not pairs and bool(ds_cfg.get("pack_to_max_length", True)),
         "warmup": warmup,
-        "template": template_name(template_fn.get("template")) if hasattr(template_fn, "get") else None,
+        "template": (template_name(template_fn.get("template")) if hasattr(template_fn, "get")
+                     else (eval_hook or {}).get("template") if pairs else None),
         "eval": eval_hook,
     }
 
