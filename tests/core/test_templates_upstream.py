@@ -24,7 +24,7 @@ import pytest
 from helpers.upstream_templates import UPSTREAM, JinjaTokenizer, render_upstream
 
 from tianji_ft.core.errors import UserError
-from tianji_ft.core.templates import (TEMPLATES, bos_text, detect_template, get_template, split_messages,
+from tianji_ft.core.templates import (TEMPLATE_KEYS, TEMPLATES, PromptTemplate, bos_text, detect_template, get_template, split_messages,
                                       trained_template)
 from tianji_ft.models import tiny
 
@@ -94,9 +94,28 @@ def xtuner_prompt_templates() -> dict:
 def test_our_table_is_xtuners_key_for_key():
     theirs = xtuner_prompt_templates()
     for name, ours in TEMPLATES.items():
-        for key in ("SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS"):
+        for key in TEMPLATE_KEYS:
             assert ours.get(key) == theirs[name].get(key), f"{name}.{key}"
-        assert set(ours) <= {"SYSTEM", "INSTRUCTION", "SUFFIX", "SEP", "STOP_WORDS"}, name
+    # the keys compared are every key the table uses, and every key XTuner renders with
+    assert set(TEMPLATE_KEYS) == {key for template in TEMPLATES.values() for key in template}
+    assert set(TEMPLATE_KEYS) == {key for t in theirs.values() for key in t} - {"SUFFIX_AS_EOS"}
+
+
+def test_a_bare_template_renders_only_the_question_and_is_immutable():
+    bare = PromptTemplate("bare")
+    assert bare.render([{"role": "system", "content": "系统"}, {"role": "user", "content": "祝福"},
+                        {"role": "assistant", "content": "快乐"}, {"role": "user", "content": "再来"}]) == "祝福快乐再来"
+    assert bare.stop_words == () and (bare.system, bare.suffix, bare.sep) == ("", "", "")
+    with pytest.raises(AttributeError):
+        bare.name = "other"
+
+
+def test_rounds_and_the_bot_name_are_numbered_as_xtuner_numbers_them(monkeypatch):
+    monkeypatch.setitem(TEMPLATES, "rounds", dict(SYSTEM="<{bot_name}|{round}>{system}\n",
+                                                  INSTRUCTION="[Round {round}]\n问：{input}\n{bot_name}：", SEP="\n"))
+    text = get_template("rounds").render(PLAIN)
+    assert text == (f"<BOT|1>{SYSTEM}\n[Round 1]\n问：祝爸爸父亲节快乐\nBOT：爸爸，父亲节快乐！您辛苦了。\n"
+                    "[Round 2]\n问：再来一条，小红书风格\nBOT：")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_TEMPLATE))
