@@ -10,6 +10,7 @@ import io
 import json
 
 import pytest
+from helpers.threads import no_threads_left
 
 from tianji_ft.configs.registry import config_meta, resolve_config
 from tianji_ft.configs.table import WORKFLOWS
@@ -18,6 +19,12 @@ from tianji_ft.core.paths import PROJECT_ROOT
 SAMPLE = PROJECT_ROOT / "data" / "samples_small" / "wishes_pairs.jsonl"
 PREFERENCE = sorted(name for name, row in WORKFLOWS.items() if row.get("objective"))
 DPO = "internlm2_chat_7b_qlora_wishes_dpo_e1"
+
+
+@pytest.fixture()
+def xtuner_threads_joined(monkeypatch):
+    with no_threads_left(monkeypatch):
+        yield
 
 
 def records() -> list[dict]:
@@ -31,7 +38,8 @@ def test_every_preference_config_trains_tiny_on_the_sample():
 
 
 @pytest.mark.parametrize("family", sorted({config_meta(resolve_config(n))["family"] for n in PREFERENCE}))
-def test_the_sample_loads_through_xtuners_preference_dataset(family, tiny_model, tmp_path, monkeypatch):
+def test_the_sample_loads_through_xtuners_preference_dataset(family, tiny_model, tmp_path, monkeypatch,
+                                                             xtuner_threads_joined):
     """``build_preference_dataset`` lays each pair out in the config's chat format and trains only the answers."""
     from datasets import load_dataset
     from transformers import AutoTokenizer
@@ -94,7 +102,8 @@ def test_dpo_reward_margin_grows_on_the_tiny_pairs(tmp_path, monkeypatch):
     assert sum(accuracy[-6:]) / 6 >= 0.8, accuracy
 
 
-def test_dry_run_counts_pairs_as_xtuners_preference_dataset_builds_them(tiny_model, tmp_path, monkeypatch):
+def test_dry_run_counts_pairs_as_xtuners_preference_dataset_builds_them(tiny_model, tmp_path, monkeypatch,
+                                                                         xtuner_threads_joined):
     """``train --dry-run`` on a DPO config: one unpacked row per pair, the tokens XTuner's dataset holds."""
     from datasets import load_dataset
     from transformers import AutoTokenizer
