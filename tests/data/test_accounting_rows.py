@@ -207,6 +207,7 @@ def upper(rows):
     [[1, 2, 3]],
     [[LONE, 1], [2, LONE], [LONE]],
     [[1], [LONE, LONE], [2, 3, LONE, 4]],
+    [[1, 2, 3], [LONE, 4]],  # a stretch of rows, then a reject before the next row
     [[LONE]],
     [],
 ])
