@@ -41,7 +41,7 @@ loss_beta = 0.1
 
 # Data: preference records (prompt / chosen / rejected message lists; `tianji-ft data validate`
 # checks them), local .json/.jsonl files; several are separated by os.pathsep (":" on Linux)
-data_files = _env("TIANJI_DATA", "data/wishes/pairs.jsonl").split(__import__("os").pathsep)
+data_files = _env("TIANJI_DATA", "data/wishes/pairs/pairs.jsonl").split(__import__("os").pathsep)
 # XTuner lays the pairs out with the tokenizer's own chat template; prompt_template
 # is the same format as XTuner writes it, for the evaluation hook and later chat.
 prompt_template = PROMPT_TEMPLATE.internlm2_chat

@@ -94,10 +94,10 @@ DATASETS = {
         file="work_dirs/data/llama3_chinese_mix.jsonl",
         tiny_data=["data/samples_small/llama3_mix.jsonl"],
     ),
-    # Preference pairs for the wishes model: `tianji-ft synth pairs` output (judged answers of the SFT model).
+    # Preference pairs for the wishes model: `tianji-ft synth pairs -o data/wishes/pairs` (judged answers of the SFT model).
     "wishes_pairs": dict(
         format="preference",
-        file="data/wishes/pairs.jsonl",
+        file="data/wishes/pairs/pairs.jsonl",
         tiny_data=["data/samples_small/wishes_pairs.jsonl"],
     ),
     # Any preference data in the same format (e.g. converted UltraFeedback or HH-RLHF pairs).
