@@ -41,6 +41,15 @@ def test_default_is_the_installed_hub_into_the_folder_the_config_reads(calls, ca
     assert calls[-1][:2] == ("modelscope", "Shanghai_AI_Laboratory/internlm2-chat-7b")
 
 
+def test_a_preference_config_fetches_the_base_of_the_sft_config_it_starts_from(calls, capsys):
+    """The wishes DPO config loads the merged SFT model; the download is the SFT config's base, where it reads it."""
+    assert main(["models", "download", "internlm2_chat_7b_qlora_wishes_dpo_e1"]) == 0
+    assert calls == [("huggingface", "internlm/internlm2-chat-7b", Path("models/internlm2-chat-7b"))]
+    assert not Path("work_dirs").exists()
+    assert main(["models", "download", "llama3_8b_instruct_qlora_dpo_e1"]) == 0  # starts from the instruct model
+    assert calls[-1] == ("huggingface", "meta-llama/Meta-Llama-3-8B-Instruct", Path("models/Meta-Llama-3-8B-Instruct"))
+
+
 def test_huggingface_and_out_dir(calls, tmp_path, capsys):
     out = tmp_path / "weights" / "llama3"
     assert main(["models", "download", "llama3_8b_instruct_qlora_chinese_e1", "--source", "huggingface", "-o", str(out)]) == 0

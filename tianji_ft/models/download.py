@@ -56,6 +56,9 @@ def model_target(name: str, source: str) -> tuple[str, Path]:
             return name, Path("models") / name.split("/")[1]
         raise UserError(f"unknown config '{name}': not one of {', '.join(list_configs())}, "
                         "and not a hub id like Shanghai_AI_Laboratory/internlm2-chat-7b") from None
+    start = config_meta(path).get("start_from")
+    if start:  # a preference config trains the merged SFT model of another config: that one needs the weights
+        return model_target(start, source)
     repo_id = (config_meta(path).get("hub") or {}).get(source)
     if not repo_id:
         raise UserError(f"{path}: tianji_meta.hub names no {source} model; pass the hub id instead of the config")
