@@ -20,7 +20,7 @@ def entry(i: int, status: str = "ok") -> dict:
 
 
 def test_appends_that_returned_survive_a_sigkill_of_the_writer(tmp_path):
-    path = tmp_path / "out" / "journal.jsonl"  # its folder is made on the first append
+    path = tmp_path / "out" / "run 1" / "journal.jsonl"  # its folders are made on the first append
     code = f"""
 import os, signal, sys
 from tianji_ft.synth.journal import Journal
@@ -55,10 +55,16 @@ def test_entries_are_one_utf8_line_each_with_chinese_kept(tmp_path):
     assert raw == (json.dumps(entry(1), ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def test_close_then_append_reopens_and_closing_twice_is_harmless(tmp_path):
+def open_descriptors_of(path) -> int:
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in os.listdir("/proc/self/fd"))
+
+
+def test_close_releases_the_file_then_append_reopens_and_closing_twice_is_harmless(tmp_path):
     j = Journal(tmp_path / "journal.jsonl")
     j.append(entry(0))
+    assert open_descriptors_of(tmp_path / "journal.jsonl") == 1
     j.close()
+    assert open_descriptors_of(tmp_path / "journal.jsonl") == 0
     j.close()
     j.append(entry(1))
     j.close()
@@ -85,11 +91,12 @@ def test_a_missing_or_empty_journal_is_no_entries_and_is_not_created(tmp_path):
     assert (tmp_path / "empty.jsonl").read_bytes() == b""
 
 
-def test_a_journal_that_is_one_torn_line_is_emptied_by_repair_only(tmp_path):
+def test_a_journal_that_is_one_torn_line_is_emptied_by_repair_only(tmp_path, capsys):
     path = tmp_path / "journal.jsonl"
     path.write_bytes(b'{"id": "1", "stat')
     assert Journal(path).load(repair=False) == [] and path.read_bytes() == b'{"id": "1", "stat'
     assert Journal(path).load() == [] and path.read_bytes() == b""
+    assert capsys.readouterr().err == ""  # a torn tail is expected after a kill: no warning
 
 
 def test_a_lone_complete_entry_without_newline_is_kept_and_given_one(tmp_path):
@@ -124,7 +131,7 @@ def test_a_torn_line_that_is_not_json_bytes_is_cut_off(tmp_path):
 
 
 def test_the_folder_lock_is_held_against_another_process_and_released(tmp_path):
-    folder = tmp_path / "新 输出"
+    folder = tmp_path / "新 输出" / "第一次"
     code = f"""
 import sys, time
 from tianji_ft.synth.journal import DirLock
@@ -144,5 +151,6 @@ with DirLock({str(folder)!r}):
         holder.communicate("done\n", timeout=30)
     with DirLock(folder) as lock:  # released when the holder left
         assert lock.path == folder / ".synth.lock"
+    assert (folder / ".synth.lock").stat().st_mode & 0o111 == 0  # a plain file, not executable
     with DirLock(folder):  # and by us
         pass

@@ -41,7 +41,7 @@ def write_report(out: Path, results: list[dict], accepted: dict[str, dict[str, s
     cpu = sum(r.get("cpu_seconds", 0) for r in results)
     lines = [f"# Mutation report\n",
              f"{len(results)} module(s), {seconds} s wall clock with {jobs} job(s), {cpu} s of CPU time "
-             f"(about {cpu / 2 / 60:.0f} minutes on 2 otherwise idle cores); target {TARGET:.0%} killed "
+             f"(about {cpu / 2 / 60:.1f} minutes on 2 otherwise idle cores); target {TARGET:.0%} killed "
              "(timeouts count as killed).\n",
              "| module | mutants | killed | timeout | survived | untested | kill rate | accepted survivors | "
              "≥ target | wall | CPU |",

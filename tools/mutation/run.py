@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -69,23 +70,69 @@ def runner_command(spec: dict) -> str:
     return f"{shlex.quote(sys.executable)} -m pytest -x -q {plugins} -m 'not slow' {tests}"
 
 
+STALL = 300  # seconds without a new verdict after which a mutmut run is taken as hung
+ATTEMPTS = 5
+
+
 def mutate(module: str, spec: dict, work: Path) -> dict:
     copy = work / module.replace("/", "_").removesuffix(".py")
     copy_tree(copy)
     env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
     started = time.monotonic()
-    log = (work / f"{copy.name}.log").open("w", encoding="utf-8")
     mutmut = [sys.executable, "-m", "mutmut"]
-    proc = subprocess.Popen(mutmut + ["run", "--paths-to-mutate", f"tianji_ft/{module}", "--tests-dir", "tests",
-                                      "--runner", runner_command(spec), "--no-progress", "--simple-output"],
-                            cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT)
-    # wait4: the CPU time of mutmut and every test run it waited for, which, unlike the wall
-    # clock, does not grow when other work shares the machine
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
-    seconds = time.monotonic() - started
-    return {"module": module, "seconds": round(seconds), "cpu_seconds": round(usage.ru_utime + usage.ru_stime),
+    with (work / f"{copy.name}.log").open("w", encoding="utf-8") as log:
+        cpu = run_mutmut(mutmut + ["run", "--paths-to-mutate", f"tianji_ft/{module}", "--tests-dir", "tests",
+                                   "--runner", runner_command(spec), "--no-progress", "--simple-output"],
+                         copy, copy / "tianji_ft" / module, env, log)
+    return {"module": module, "seconds": round(time.monotonic() - started), "cpu_seconds": round(cpu),
             "tests": spec["tests"], "mutants": read_cache(copy, mutmut, env)}
+
+
+def run_mutmut(command: list[str], copy: Path, source: Path, env: dict, log) -> float:
+    """Run mutmut in ``copy`` until every mutant has a verdict; the CPU seconds it took.
+
+    mutmut 2 looks up cached verdicts in a second process that reads the module
+    from disk while the first has a mutant applied to it. On a loaded machine
+    that process can read a mutant, fail, and leave mutmut waiting for it for
+    ever. A run that gives no verdict for STALL seconds is ended and started
+    again with the module restored; the verdicts given so far stay in its cache.
+    CPU time is counted with wait4: mutmut and every test run it waited for,
+    which, unlike the wall clock, does not grow when other work shares the machine.
+    """
+    pristine, cpu = source.read_bytes(), 0.0
+    for _ in range(ATTEMPTS):
+        source.write_bytes(pristine)
+        proc = subprocess.Popen(command, cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        last, since = untested(copy), time.monotonic()
+        while True:
+            pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(2)
+            now = untested(copy)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since > STALL:
+                log.write(f"\n[run.py] no verdict for {STALL} s: mutmut ended and started again\n")
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, _, usage = os.wait4(proc.pid, 0)
+                break
+        proc.returncode = 0  # reaped by wait4
+        cpu += usage.ru_utime + usage.ru_stime
+        if untested(copy) == 0:
+            break
+    source.write_bytes(pristine)
+    return cpu
+
+
+def untested(copy: Path) -> int | None:
+    """Mutants still without a verdict (None before mutmut has listed them)."""
+    try:
+        with sqlite3.connect(f"file:{copy / '.mutmut-cache'}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM Mutant WHERE status = 'untested'").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def read_cache(copy: Path, mutmut: list[str], env: dict) -> list[dict]:
