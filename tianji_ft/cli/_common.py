@@ -37,3 +37,23 @@ def config_settings_env(args: argparse.Namespace) -> dict[str, str]:
 
     values = {s.dest: getattr(args, s.dest, None) for s in SETTINGS if s.env not in LAUNCHER_SETTINGS}
     return env_from_values({s.dest: values.get(s.dest) for s in SETTINGS})
+
+
+class OldNameStore(argparse.Action):
+    """Store like a plain option; spelled with one of ``old_names``, also say the current name once
+    on stderr (scripts keep working while their authors learn the new spelling)."""
+
+    old_names: tuple[str, ...] = ()
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.old_names:
+            import sys
+
+            new = next(o for o in self.option_strings if o.startswith("--") and o not in self.old_names)
+            print(f"tianji-ft: note: {option_string} is the old name of {new}; use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def old_names(*names: str) -> type[OldNameStore]:
+    """``action=old_names("--model")``: an option that still accepts its old spelling, with a note."""
+    return type("OldNameStore", (OldNameStore,), {"old_names": names})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tianji_ft.cli._common import add_verb
+from tianji_ft.cli._common import add_verb, old_names
 
 EXAMPLE = """tianji-ft models download internlm2_chat_7b_qlora_wishes_e3            # Hugging Face -> models/internlm2-chat-7b
 tianji-ft models download llama3_8b_instruct_qlora_chinese_e1 --source modelscope -o /data/llama3
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                    help="hub to download from (default: %(default)s, which the install includes; modelscope needs "
                         "`pip install modelscope`; "
                         "for Hugging Face through a mirror set HF_ENDPOINT=https://hf-mirror.com)")
-    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR",
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR", action=old_names("--out"),
                    help="folder for the weights (default: where the config looks, e.g. models/internlm2-chat-7b)")
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tianji_ft.cli._common import add_verb
+from tianji_ft.cli._common import add_verb, old_names
 
 WISHES_EXAMPLE = """\
 export DEEPSEEK_API_KEY=...   # read from the environment only
@@ -49,10 +49,11 @@ def register(subparsers) -> None:
     w = add_verb(sub, "wishes", "Generate the Tianji wishes dataset (name x scene x style), resumably.",
                  WISHES_EXAMPLE, func=_run_wishes)
     w.add_argument("-o", "--output", "--out", dest="out", required=True, type=Path, metavar="DIR",
+                   action=old_names("--out"),
                    help="(--out is the old name) output folder: wishes.jsonl, plus .synth-failed.jsonl, .synth-summary.json and the resume journal")
     w.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1, "
                                       "https://open.bigmodel.cn/api/paas/v4, http://127.0.0.1:8000/v1")
-    w.add_argument("--api-model", "--model", dest="model",
+    w.add_argument("--api-model", "--model", dest="model", action=old_names("--model"),
                    help="model name at that endpoint, e.g. deepseek-chat, glm-4 (--model is the old name: "
                         "elsewhere --model means a local model folder)")
     w.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
