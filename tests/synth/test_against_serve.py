@@ -53,7 +53,7 @@ def test_generator_covers_the_grid_through_our_server(served_tiny_model, tmp_pat
                          capture_output=True, text=True, env=env, timeout=60)
     assert dry.returncode == 0, dry.stderr
     run = subprocess.run([sys.executable, "-m", "tianji_ft", "synth", "wishes", "--base-url", served_tiny_model + "/v1",
-                          "--model", "tiny", "--api-key-env", "TIANJI_TEST_KEY", "--max-tokens", "12",
+                          "--api-model", "tiny", "--api-key-env", "TIANJI_TEST_KEY", "--max-tokens", "12",
                           "--concurrency", "2", "--backoff-base", "0.1", "-o", str(out), *grid],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -18,7 +18,7 @@ FAST = ["--backoff-base", "0.01", "--backoff-max", "0.05", "--timeout", "5"]
 
 
 def wishes_args(server, out, *extra):
-    return ["synth", "wishes", "--base-url", server.url, "--model", "fake-model", "--api-key-env", "TIANJI_TEST_KEY",
+    return ["synth", "wishes", "--base-url", server.url, "--api-model", "fake-model", "--api-key-env", "TIANJI_TEST_KEY",
             "-o", str(out), *FAST, *extra]
 
 
