@@ -16,14 +16,14 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_convert_prints_one_count_line_and_writes_the_report(capsys, fixtures_dir, tmp_path):
+def test_convert_prints_one_count_line_then_the_next_step_and_writes_the_report(capsys, fixtures_dir, tmp_path):
     out, report = tmp_path / "medqa.jsonl", tmp_path / "report.json"
     code, stdout, _ = run(capsys, "convert", "medqa", fixtures_dir / "medqa.csv", "-o", out, "--report", report)
     assert code == 0
     data = json.loads(report.read_text())
     assert data["read"] == data["written"] + data["rejected"] == 9
-    line = stdout.strip()
-    assert "\n" not in line
+    line, next_step = stdout.strip().split("\n")
+    assert next_step.startswith("next: tianji-ft data split")
     assert f"read {data['read']}, written {data['written']}, rejected {data['rejected']}" in line
     assert "rejects in" in line
 
@@ -173,3 +173,10 @@ def test_long_data_commands_show_progress_on_a_terminal_unless_quiet(verb, fixtu
     assert "100%" in shown or verb != "split"  # the split knows its total: the bar reaches the end
     rc, shown = run_in_a_terminal(["data", *[a.format("hushed") for a in args], "--quiet"])
     assert rc == 0 and label.replace("loud", "hushed") not in shown, shown
+
+
+def test_data_commands_name_the_next_step(capsys, fixtures_dir, tmp_path):
+    code, out, _ = run(capsys, "convert", "medqa", fixtures_dir / "medqa.csv", "-o", tmp_path / "medqa.jsonl")
+    assert code == 0 and f"next: tianji-ft data split {tmp_path / 'medqa.jsonl'} -o {tmp_path / 'medqa_split'}" in out
+    code, out, _ = run(capsys, "split", tmp_path / "medqa.jsonl", "-o", tmp_path / "medqa_split")
+    assert code == 0 and f"next: tianji-ft train CONFIG --data {tmp_path / 'medqa_split' / 'train.jsonl'}" in out

@@ -126,12 +126,17 @@ def register(subparsers) -> None:
 
 
 def _summary(out, tally) -> None:
+    """The tally line, then the next step: split the records into train and test."""
+    from pathlib import Path
+
     from tianji_ft.data.accounting import rejects_path
 
     line = f"{out}: {tally.line()}"
     if tally.rejected and rejects_path(out).exists():
         line += f"; rejects in {rejects_path(out)}"
     print(line)
+    out = Path(out)
+    print(f"next: tianji-ft data split {out} -o {out.with_name(out.stem + '_split')}")
 
 
 _CONVERT_OPTIONS = ("system", "question_col", "answer_col", "placeholders", "input_col", "output_col",
@@ -200,6 +205,8 @@ def _split(args) -> int:
     tally, train, test = split_file(args.file, args.output, test_ratio=args.test_ratio, seed=args.seed,
                                     encoding=args.encoding, report=args.report, quiet=args.quiet)
     print(f"{train}, {test}: {tally.line()}")
+    print(f"next: tianji-ft train CONFIG --data {train}   (tianji-ft configs list names the configs; --tiny tries "
+          "one on a CPU)")
     return 0
 
 
