@@ -209,8 +209,10 @@ def test_the_ollama_template_escapes_braces_and_refuses_numbered_rounds(monkeypa
     assert get_template("braces").ollama_template() == (
         '{{ if .System }}{{ .System }}{{ end }}{{ if .Prompt }}{{ "{{" }}x}} {{ .Prompt }}{{ end }}{{ .Response }}}}')
     monkeypatch.setitem(TEMPLATES, "rounds", dict(INSTRUCTION="[Round {round}]\n{input}"))
-    with pytest.raises(UserError, match="numbers its rounds"):
+    with pytest.raises(UserError) as err:
         get_template("rounds").ollama_template()
+    assert str(err.value) == ("template 'rounds' numbers its rounds, which an Ollama TEMPLATE cannot; "
+                              "write the Modelfile by hand")
 
 
 # --- which template a model has -------------------------------------------------------------------
@@ -266,21 +268,30 @@ def test_trained_template_reads_the_manifest_then_the_tiny_marker_then_the_vocab
     assert trained_template(vocab) == "gemma"
     (nothing / "added_tokens.json").write_text(json.dumps({"<|eot_id|>": 5}), encoding="utf-8")
     assert trained_template(nothing) == "llama3_chat"
+    config = tmp_path / "config_only"
+    config.mkdir()
+    (config / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}), encoding="utf-8")
+    assert trained_template(config) == "internlm2_chat"
+    # a token counts only whole: a vocabulary with a piece of one has none
+    (config / "tokenizer_config.json").write_text(json.dumps({"x": "|im_end|> <|eot_id| |eot_id|>"}), "utf-8")
+    assert trained_template(config) is None
     assert trained_template(tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize("messages, message", [
-    ([{"role": "user", "content": ["x"]}], r"messages\[0\].content must be a string"),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}], r"messages\[1\]: a system message"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], r"messages\[1\]: two user messages"),
-    ([{"role": "assistant", "content": "a"}], r"messages\[0\]: an assistant message must follow"),
-    ([{"role": "tool", "content": "a"}], r"messages\[0\].role must be system, user or assistant, not 'tool'"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "must end with a user message"),
-    ([], "must end with a user message"),
+    ([{"role": "user", "content": ["x"]}], "messages[0].content must be a string"),
+    ([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}],
+     "messages[1]: a system message may only come first"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "messages[1]: two user messages in a row"),
+    ([{"role": "assistant", "content": "a"}], "messages[0]: an assistant message must follow a user message"),
+    ([{"role": "tool", "content": "a"}], "messages[0].role must be system, user or assistant, not 'tool'"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "messages must end with a user message"),
+    ([], "messages must end with a user message"),
 ])
 def test_split_messages_names_the_message_at_fault(messages, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as err:
         split_messages(messages)
+    assert str(err.value) == message  # the server sends it as the 400's message
 
 
 def test_split_messages_pairs_questions_with_answers():
@@ -310,5 +321,7 @@ def test_a_template_only_xtuner_has_is_read_from_its_table(monkeypatch):
 @pytest.mark.parametrize("table", [None, {"vicuna": {"INSTRUCTION": "{input}"}}], ids=["no xtuner", "not in xtuner"])
 def test_an_unknown_template_is_a_user_error_with_a_suggestion(monkeypatch, table):
     fake_xtuner(monkeypatch, table)
-    with pytest.raises(UserError, match="unknown prompt template 'llama3_chta'.*llama3_chat"):
+    with pytest.raises(UserError) as err:
         get_template("llama3_chta")
+    assert str(err.value).startswith("unknown prompt template 'llama3_chta'") and "llama3_chat" in str(err.value)
+    assert str(err.value).endswith("?")

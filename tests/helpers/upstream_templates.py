@@ -38,4 +38,5 @@ class JinjaTokenizer:
         return {"input_ids": ([1] if add_special_tokens and self.adds_bos else []) + [ord(c) for c in text]}
 
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return render_upstream(self.family, messages, add_generation_prompt)
+        text = render_upstream(self.family, messages, add_generation_prompt)
+        return self(text, add_special_tokens=False)["input_ids"] if tokenize else text

@@ -15,6 +15,7 @@ def tally(mutants: list[dict]) -> dict:
     tested = len(mutants) - count["skipped"] - count["untested"]
     detected = sum(count[s] for s in DETECTED)
     return {"killed": count["ok_killed"] + count["ok_suspicious"], "timeout": count["bad_timeout"],
+            "rechecked": sum(bool(m.get("rechecked")) for m in mutants),
             "survived": count["bad_survived"], "untested": count["untested"] + count["skipped"],
             "total": len(mutants), "rate": detected / tested if tested else 0.0}
 
@@ -31,7 +32,7 @@ def write_report(out: Path, results: list[dict], accepted: dict[str, dict[str, s
         survivors = [m for m in result["mutants"] if m["status"] not in DETECTED]
         counts["accepted"] = sum((m["source"] or "").strip() in reasons for m in survivors)
         result["counts"] = counts
-        rows.append(f"| {module} | {counts['total']} | {counts['killed']} | {counts['timeout']} | "
+        rows.append(f"| {module} | {counts['total']} | {counts['killed']} ({counts['rechecked']}) | {counts['timeout']} | "
                     f"{counts['survived']} | {counts['untested']} | {counts['rate']:.1%} | "
                     f"{counts['accepted']} | {'yes' if ok else 'NO'} | {result['seconds']} s | "
                     f"{result.get('cpu_seconds', 0)} s |")
@@ -43,7 +44,7 @@ def write_report(out: Path, results: list[dict], accepted: dict[str, dict[str, s
              f"{len(results)} module(s), {seconds} s wall clock with {jobs} job(s), {cpu} s of CPU time "
              f"(about {cpu / 2 / 60:.1f} minutes on 2 otherwise idle cores); target {TARGET:.0%} killed "
              "(timeouts count as killed).\n",
-             "| module | mutants | killed | timeout | survived | untested | kill rate | accepted survivors | "
+             "| module | mutants | killed (on recheck) | timeout | survived | untested | kill rate | accepted survivors | "
              "≥ target | wall | CPU |",
              "|---|---|---|---|---|---|---|---|---|---|---|", *rows, "", "## Survivors\n", *(details or ["none\n"])]
     out.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,31 @@ def mutate(module: str, spec: dict, work: Path) -> dict:
         cpu = run_mutmut(mutmut + ["run", "--paths-to-mutate", f"tianji_ft/{module}", "--tests-dir", "tests",
                                    "--runner", runner_command(spec), "--no-progress", "--simple-output"],
                          copy, copy / "tianji_ft" / module, env, log)
+    mutants = read_cache(copy, mutmut, env)
+    recheck(mutants, copy, copy / "tianji_ft" / module, runner_command(spec), mutmut, env)
     return {"module": module, "seconds": round(time.monotonic() - started), "cpu_seconds": round(cpu),
-            "tests": spec["tests"], "mutants": read_cache(copy, mutmut, env)}
+            "tests": spec["tests"], "mutants": mutants}
+
+
+def recheck(mutants: list[dict], copy: Path, source: Path, runner: str, mutmut: list[str], env: dict) -> None:
+    """Run each survivor's tests once more, on its own.
+
+    mutmut 2 applies a mutant while its cache-check process may still be reading the
+    file, and has been seen to record a mutant that does not even compile as a
+    survivor. A survivor is one only if its tests pass again here; otherwise it is
+    counted as killed, marked ``rechecked``.
+    """
+    pristine = source.read_bytes()
+    for mutant in mutants:
+        if mutant["status"] != "bad_survived":
+            continue
+        subprocess.run(mutmut + ["apply", str(mutant["id"])], cwd=copy, env=env, capture_output=True)
+        try:
+            passed = subprocess.run(runner, shell=True, cwd=copy, env=env, capture_output=True).returncode == 0
+        finally:
+            source.write_bytes(pristine)
+        if not passed:
+            mutant["status"], mutant["rechecked"] = "ok_killed", True
 
 
 def run_mutmut(command: list[str], copy: Path, source: Path, env: dict, log) -> float:
