@@ -8,7 +8,9 @@ output is built here from the fixture, row by row.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
@@ -189,3 +191,45 @@ def test_the_chunk_is_small_enough_to_stay_in_cache_and_large_enough_to_batch():
     assert records._CHUNK == 64  # the unit the tests above cross: 60 / 65 / 130 rows
     assert list(records._positions([Reject, 1, Reject, Reject], Reject)) == [0, 2, 3]
     assert list(records._positions([1, 2], Reject)) == []
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_engine_is_quiet_unless_asked_and_then_names_the_command(tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, [{"input": "问", "target": "答"}] * 3)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    firefly = lambda rows: records.get_converter("firefly").func(rows)  # noqa: E731
+    process([src], firefly, tmp_path / "quiet.jsonl")
+    assert terminal.getvalue() == ""
+    process([src], firefly, tmp_path / "shown.jsonl", quiet=False)
+    assert terminal.getvalue().startswith("\rconvert shown.jsonl: ")
+    process([src], firefly, tmp_path / "named.jsonl", quiet=False, label="dedupe")
+    assert "\rdedupe named.jsonl: " in terminal.getvalue()
+
+
+def test_a_missing_column_without_a_hint_ends_at_the_columns(tmp_path):
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, [{"问题": "x"}])
+    with pytest.raises(UserError) as err:
+        process([src], lambda rows: rows, tmp_path / "out.jsonl", fields=["input"])
+    assert str(err.value).endswith("missing column(s) input; columns present: 问题")
+
+
+def test_an_empty_batch_from_a_reader_does_not_end_its_file(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("", encoding="utf-8")
+    rows = [{"conversation": [{"input": f"问{i}", "output": f"答{i}"}]} for i in range(5)]
+
+    def batches(path):
+        yield 0, []
+        yield 0, rows[:2]
+        yield 2, []
+        yield 2, rows[2:]
+
+    tally = process([src], lambda results: results, tmp_path / "out.jsonl", batch_reader=batches)
+    assert written(tmp_path / "out.jsonl") == rows and tally.read == 5
