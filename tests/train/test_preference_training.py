@@ -82,13 +82,13 @@ def test_dpo_reward_margin_grows_on_the_tiny_pairs(tmp_path, monkeypatch):
     from tianji_ft.train.train import TrainRequest, train
 
     work_dir = tmp_path / "dpo"
-    # Two epochs over the 24 pairs; a learning rate a tiny model moves at (the config's 5e-7 suits 7B),
-    # one evaluation prompt, and every iteration logged as it is (no 10-iteration window).
-    request = TrainRequest(config=DPO, tiny=True, work_dir=str(work_dir),
-                           settings={"TIANJI_LR": "1e-3", "TIANJI_EPOCHS": "2",
-                                     "TIANJI_EVAL_PROMPTS": '["祝姐姐生日快乐"]'},
+    # Two epochs over the pairs; a learning rate a tiny model moves at (the config's 5e-7 suits 7B);
+    # no evaluation prompts and no DeepSpeed (test_configs_tiny.py runs the config with both), and
+    # every iteration logged as it is (no 10-iteration window).
+    request = TrainRequest(config=DPO, tiny=True, work_dir=str(work_dir), deepspeed="none",
+                           settings={"TIANJI_LR": "1e-3", "TIANJI_EPOCHS": "2", "TIANJI_EVAL_PROMPTS": "[]"},
                            cfg_options=["default_hooks.logger.interval=1", "log_processor.window_size=1"])
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert train(request, out=io.StringIO()) == 0
     logged = scalars(work_dir)
     margins = [row["reward_margin"] for row in logged if "reward_margin" in row]
