@@ -360,3 +360,39 @@ def test_ollama_bodies():
     piece = p.ollama_piece(MODEL, "祝", chat=True)
     assert piece["message"] == {"role": "assistant", "content": "祝"} and piece["done"] is False
     assert p.ollama_piece(MODEL, "祝", chat=False)["response"] == "祝"
+
+
+# --- exact messages: they are what a client shows its user -------------------------------------------
+
+
+@pytest.mark.parametrize("raw, message, param", [
+    (b"", "the request body is empty; send a JSON object", None),
+    (b'{"a": NaN}', "malformed JSON body: NaN is not a JSON number", None),
+    (b'{"a": 1}\xff', "malformed JSON body: not UTF-8 (invalid start byte at byte 8)", None),
+    (b'{"a": ', "malformed JSON body: Expecting value: line 1 column 7 (char 6)", None),
+    (b"[]", "the JSON body must be an object", None),
+    (b'{"system": "\\ud800"}', "system holds a lone surrogate escape (\\ud800-\\udfff), which is not Unicode text",
+     "system"),
+])
+def test_parse_body_messages(raw, message, param):
+    err = api_error(p.parse_body, raw)
+    assert (err.status, err.code, err.message, err.param) == (400, "invalid_json", message, param)
+    assert err.headers == {}
+
+
+def test_an_api_error_keeps_its_headers():
+    assert p.ApiError(413, "too large", headers={"Connection": "close"}).headers == {"Connection": "close"}
+
+
+def test_a_job_answers_a_chat_with_defaults_filled_in_by_the_checks():
+    job = p.Job("ollama", MODEL, USER, DEFAULTS, stream=True)
+    assert (job.include_usage, job.chat, job.max_tokens, job.num_predict, job.prompt_tokens) == \
+        (False, True, None, None, 0)
+
+
+@pytest.mark.parametrize("length, shown", [(60, None), (61, 60)])
+def test_values_in_messages_are_cut_past_60_characters(length, shown):
+    value = "x" * (length - 2)  # its repr has two quotes more
+    err = api_error(p.validate, s.ChatCompletionRequest, {"model": MODEL, "messages": USER, "seed": value})
+    quoted = err.message.split(", not ", 1)[1]
+    assert quoted == (repr(value) if shown is None else repr(value)[:57] + "...")
