@@ -93,10 +93,10 @@ def mutate(module: str, spec: dict, work: Path) -> dict:
 def recheck(mutants: list[dict], copy: Path, source: Path, runner: str, mutmut: list[str], env: dict) -> None:
     """Run each survivor's tests once more, on its own.
 
-    mutmut 2 applies a mutant while its cache-check process may still be reading the
-    file, and has been seen to record a mutant that does not even compile as a
-    survivor. A survivor is one only if its tests pass again here; otherwise it is
-    counted as killed, marked ``rechecked``.
+    mutmut 2 has been seen to record as a survivor a mutant that does not even
+    compile (a verdict filed under the wrong mutant). A survivor is one only if
+    its tests pass again here; otherwise it is counted as killed, marked
+    ``rechecked``.
     """
     pristine = source.read_bytes()
     for mutant in mutants:
@@ -114,11 +114,12 @@ def recheck(mutants: list[dict], copy: Path, source: Path, runner: str, mutmut: 
 def run_mutmut(command: list[str], copy: Path, source: Path, env: dict, log) -> float:
     """Run mutmut in ``copy`` until every mutant has a verdict; the CPU seconds it took.
 
-    mutmut 2 looks up cached verdicts in a second process that reads the module
-    from disk while the first has a mutant applied to it. On a loaded machine
-    that process can read a mutant, fail, and leave mutmut waiting for it for
-    ever. A run that gives no verdict for STALL seconds is ended and started
-    again with the module restored; the verdicts given so far stay in its cache.
+    mutmut 2 keeps the module's lines in its cache and re-reads them from disk
+    whenever anything asks it for a diff (``mutmut show``); asked while a
+    mutant is applied, it records the mutant's text, and its worker then fails
+    to find its lines and leaves mutmut waiting for ever. Nothing here asks
+    before the run ends, but a run that gives no verdict for STALL seconds is
+    ended and started again with the module restored, as a safeguard.
     CPU time is counted with wait4: mutmut and every test run it waited for,
     which, unlike the wall clock, does not grow when other work shares the machine.
     """
