@@ -9,6 +9,7 @@ module fails them, in this process and in fresh ones.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -170,3 +171,79 @@ def test_a_file_that_grows_between_the_passes_is_refused(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="changed while being split"):
         split_file(src, tmp_path / "out")
     assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_outputs_take_the_inputs_extension_and_other_names_become_jsonl(tmp_path):
+    for name, ext in (("data.JSONL", ".jsonl"), ("data.txt", ".jsonl"), ("data.Json", ".json")):
+        src = tmp_path / name
+        if ext == ".json":
+            src.write_text(json.dumps([json.loads(line) for line in WISHES10.read_text("utf-8").splitlines()],
+                                      ensure_ascii=False), encoding="utf-8")
+        else:
+            src.write_bytes(WISHES10.read_bytes())
+        _, train, test = split_file(src, tmp_path / name.replace(".", "_"))
+        assert (train.name, test.name) == (f"train{ext}", f"test{ext}")
+        assert len(list(split_module.iter_records(train))) + len(list(split_module.iter_records(test))) == 10
+
+
+def test_another_encoding_is_read_as_records_and_written_as_utf8(tmp_path):
+    src = tmp_path / "gbk.jsonl"
+    src.write_bytes(WISHES10.read_text(encoding="utf-8").encode("gbk"))
+    tally, train, test = split_file(src, tmp_path / "out", encoding="gbk", test_ratio=0.3, seed=42)
+    records = [json.loads(line) for line in WISHES10.read_text(encoding="utf-8").splitlines()]
+    got = [r for _, r in split_module.iter_records(train)] + [r for _, r in split_module.iter_records(test)]
+    assert sorted(map(json.dumps, got)) == sorted(map(json.dumps, records))
+    # the same records go to the test split whichever way the file is read
+    utf8 = [r for _, r in split_module.iter_records(split_file(WISHES10, tmp_path / "u", seed=42)[2])]
+    assert [r for _, r in split_module.iter_records(test)] == utf8
+    assert (tally.read, tally.written) == (10, 10)
+    test.read_bytes().decode("utf-8")  # UTF-8 out
+
+
+def test_the_report_holds_the_counts(tmp_path):
+    report = tmp_path / "report.json"
+    split_file(WISHES10, tmp_path / "out", report=report)
+    assert json.loads(report.read_text(encoding="utf-8")) == {"read": 10, "written": 10, "rejected": 0,
+                                                             "reasons": {}}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_progress_only_when_asked(tmp_path, monkeypatch, suffix):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    src = source(tmp_path, suffix)
+    split_file(src, tmp_path / "quiet")
+    assert terminal.getvalue() == ""
+    split_file(src, tmp_path / "shown", quiet=False)
+    assert terminal.getvalue().startswith(f"\rsplit {src.name}: ")
+
+
+def test_a_blank_first_line_with_a_bom_is_not_a_record(tmp_path):
+    src = tmp_path / "bom_blank.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf  \n" + WISHES10.read_bytes())
+    tally, train, test = split_file(src, tmp_path / "out", test_ratio=0.3, seed=42)
+    assert (tally.read, tally.written) == (10, 10)
+    assert (sha(train), sha(test)) == PINNED[".jsonl"][(0.3, 42)]  # the same split as without the line
+
+
+def test_a_child_that_cannot_check_leaves_the_check_to_the_parent(tmp_path, monkeypatch):
+    monkeypatch.setattr(split_module._Check, "ASIDE", 0)
+    parent, real = os.getpid(), split_module.check_lines
+
+    def fails_in_the_child(path):
+        if os.getpid() != parent:
+            raise MemoryError("no memory in the child")
+        return real(path)
+
+    monkeypatch.setattr(split_module, "check_lines", fails_in_the_child)
+    src = tmp_path / "bad.jsonl"
+    src.write_text(WISHES10.read_text(encoding="utf-8") + "{not json}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:11:"):
+        split_file(src, tmp_path / "out")
+    src.write_text(WISHES10.read_text(encoding="utf-8"), encoding="utf-8")
+    assert split_file(src, tmp_path / "out")[0].written == 10
