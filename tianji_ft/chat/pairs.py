@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +29,8 @@ from tianji_ft.core.errors import UserError
 from tianji_ft.core.fsio import atomic_open, write_json
 from tianji_ft.core.outputs import Output, check_outputs, mark
 from tianji_ft.data.preference import make_preference, preference_problems
-from tianji_ft.synth.chat_client import ChatClient, RequestFailed, Stopped
+from tianji_ft.synth.chat_client import ChatClient
+from tianji_ft.synth.requests import Sender
 from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.judge import JudgeEndpoint, JudgePair, judge_pairs
 
@@ -100,6 +99,9 @@ class Candidates:
         entry = {"id": self.slot_id(item, slot), "item": item.id, "slot": slot, "source": self.cfg.sources[slot],
                  **entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.journal.append(entry)
+        self._remember(entry)
+
+    def _remember(self, entry: dict) -> None:
         if entry["status"] == "ok":
             self.saved[entry["id"]] = entry
         else:
@@ -137,45 +139,33 @@ class Candidates:
         todo = todo if budget is None else todo[:budget]
         if not todo:
             return 0
-        stop = threading.Event()
+        sender = Sender(self.journal, api_key, concurrency=cfg.judge.concurrency, thread_name="pairs")
         client = ChatClient(cfg.judge.base_url, cfg.candidate_model or cfg.judge.model, api_key, cfg.judge.timeout,
-                            cfg.judge.policy, cfg.temperature, cfg.max_new_tokens, stop_event=stop)
+                            cfg.judge.policy, cfg.temperature, cfg.max_new_tokens, stop_event=sender.stop)
 
-        def ask(task):
-            item, slot = task
-            if stop.is_set():
-                return None
-            try:
-                reply = client.complete_messages(item.messages)
-            except Stopped:
-                return None
-            except RequestFailed as exc:
-                if exc.fatal:
-                    stop.set()
-                return item, slot, {"status": "failed", "reason": exc.reason}, exc.fatal
+        def ask(task: tuple[EvalItem, int]) -> dict:
+            reply = client.complete_messages(task[0].messages)
             text = reply.text.strip()
             entry = {"status": "ok", "text": text} if text else {"status": "failed", "reason": "empty reply"}
-            return item, slot, {**entry, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out}, False
+            return {**entry, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out}
 
-        fatal = None
-        with ThreadPoolExecutor(max_workers=cfg.judge.concurrency, thread_name_prefix="pairs") as pool:
-            futures = [pool.submit(ask, task) for task in todo]
-            try:
-                for n, future in enumerate(as_completed(futures), 1):
-                    done = future.result()
-                    if done is None:
-                        continue
-                    item, slot, entry, is_fatal = done
-                    self._save(item, slot, entry)  # journaled before it counts: a rerun never asks it again
-                    self.tokens_in += entry.get("tokens_in", 0)
-                    self.tokens_out += entry.get("tokens_out", 0)
-                    fatal = fatal or (entry["reason"] if is_fatal else None)
-                    if n % 10 == 0 or n == len(todo):
-                        print(f"pairs: remote candidates {n}/{len(todo)}", file=self.err, flush=True)
-            except BaseException:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        def base(task: tuple[EvalItem, int]) -> dict:
+            item, slot = task
+            return {"id": self.slot_id(item, slot), "item": item.id, "slot": slot, "source": cfg.sources[slot]}
+
+        heard = 0
+
+        def count(task, entry: dict) -> None:  # journaled by the sender before it counts here
+            nonlocal heard
+            self._remember(entry)
+            self.tokens_in += entry.get("tokens_in", 0)
+            self.tokens_out += entry.get("tokens_out", 0)
+            heard += 1
+            if heard % 10 == 0 or heard == len(todo):
+                print(f"pairs: remote candidates {heard}/{len(todo)}", file=self.err, flush=True)
+
+        sender.send(todo, ask, base, count)
+        fatal = sender.fatal[0] if sender.fatal else None
         if fatal:
             raise UserError(f"remote candidates: {fatal}; check --base-url, --candidate-model and "
                             f"${cfg.judge.api_key_env}", exit_code=3)

@@ -20,17 +20,15 @@ import json
 import os
 import re
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tianji_ft.core.errors import UserError
-from tianji_ft.synth.chat_client import ChatClient, RequestFailed, RetryPolicy, Stopped, redact
+from tianji_ft.synth.chat_client import ChatClient, RetryPolicy
 from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.judge_stats import summarize
 from tianji_ft.synth.progress import Progress
+from tianji_ft.synth.requests import Sender
 from tianji_ft.synth.rubric import Rubric
 
 JOURNAL_FILE = ".judge-journal.jsonl"
@@ -163,53 +161,33 @@ def judge_pairs(pairs: list[JudgePair], rubric: Rubric, endpoint: JudgeEndpoint,
         to_send = tasks if endpoint.max_requests is None else tasks[: endpoint.max_requests]
         print(f"judge: {len(pairs)} prompts x 2 orders with rubric {rubric.name} and {endpoint.model}; "
               f"{2 * len(pairs) - len(tasks)} judgments already saved, sending {len(to_send)}", file=err)
-        stop = threading.Event()
-        fatal: list[str] = []
         progress = Progress(len(to_send), endpoint.price_in, endpoint.price_out, stream=err,
                             interval=endpoint.status_interval)
+        sender = Sender(journal, key, concurrency=endpoint.concurrency, thread_name="judge", progress=progress,
+                        attempts_field="requests")
 
-        def work(pair: JudgePair, order: str) -> dict | None:
-            if stop.is_set():
-                return None
+        def ask(task: tuple[JudgePair, str]) -> dict:
+            pair, order = task
             first, second = (pair.answer_a, pair.answer_b) if order == "AB" else (pair.answer_b, pair.answer_a)
-            base = {"id": f"{keys[pair.id]}/{order}", "pair": pair.id, "order": order}
-            try:
-                entry = {**base, **_ask(client, system, rubric.user_prompt(pair.messages, first, second, pair.meta),
-                                        endpoint.verdict_attempts)}
-            except Stopped:
-                return None
-            except RequestFailed as exc:
-                entry = {**base, "status": "failed", "reason": exc.reason, "requests": exc.attempts}
-                if exc.fatal:
-                    fatal.append(exc.reason)
-                    stop.set()
-            except Exception as exc:  # an unreadable response is recorded, never dropped
-                entry = {**base, "status": "failed", "reason": redact(f"{type(exc).__name__}: {exc}"[:300], key),
-                         "requests": 1}
-            entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            journal.append(entry)
-            progress.record(entry["status"] == "ok", entry.get("tokens_in", 0), entry.get("tokens_out", 0))
-            return entry
+            return _ask(client, system, rubric.user_prompt(pair.messages, first, second, pair.meta),
+                        endpoint.verdict_attempts)
 
-        client = None
+        def base(task: tuple[JudgePair, str]) -> dict:
+            pair, order = task
+            return {"id": f"{keys[pair.id]}/{order}", "pair": pair.id, "order": order}
+
+        def heard(task, entry: dict) -> None:
+            latest[entry["id"]] = entry
+
         try:
             if to_send:
                 client = ChatClient(endpoint.base_url, endpoint.model, key, endpoint.timeout, endpoint.policy,
-                                    endpoint.temperature, endpoint.max_tokens, stop_event=stop)
-                with ThreadPoolExecutor(max_workers=endpoint.concurrency, thread_name_prefix="judge") as pool:
-                    futures = [pool.submit(work, p, o) for p, o in to_send]
-                    try:
-                        for future in as_completed(futures):
-                            entry = future.result()
-                            if entry is not None:
-                                latest[entry["id"]] = entry
-                    except BaseException:
-                        stop.set()
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
+                                    endpoint.temperature, endpoint.max_tokens, stop_event=sender.stop)
+                sender.send(to_send, ask, base, heard)
         finally:
             progress.close()
             journal.close()
+        fatal = sender.fatal
     return _result(pairs, keys, latest, progress, fatal, endpoint, rubric, err)
 
 

@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tianji_ft.synth.chat_client import ChatClient, RequestFailed, RetryPolicy, Stopped, redact
+from tianji_ft.synth.chat_client import ChatClient, RetryPolicy, redact
 from tianji_ft.synth.journal import DirLock, Journal
 from tianji_ft.synth.progress import Progress
+from tianji_ft.synth.requests import Sender
 from tianji_ft.synth.wishes_data import WishesData, default_wishes_dir, load_wishes_data
 from tianji_ft.synth.wishes_plan import WishItem, WishPlan, plan_wishes
 from tianji_ft.core.errors import UserError
@@ -194,61 +192,36 @@ def run_wishes(cfg: WishesRunConfig, out=None, err=None) -> int:
         pending = [it for it in plan.items if latest.get(it.id, {}).get("status") != "ok"]
         to_send = pending if cfg.max_requests is None else pending[: cfg.max_requests]
         print(f"synth: {_plan_line(plan)}; {len(plan.items) - len(pending)} already saved, sending {len(to_send)}", file=err)
-        stop = threading.Event()
-        fatal: list[str] = []
         progress = Progress(len(to_send), cfg.price_in, cfg.price_out, stream=err, interval=cfg.status_interval)
+        sender = Sender(journal, key, concurrency=cfg.concurrency, thread_name="synth", progress=progress)
 
-        def work(item: WishItem) -> dict | None:
-            if stop.is_set():
-                return None
-            base = {"id": item.id, "round": item.round, "style": item.style, "name": item.name, "scene": item.scene}
-            try:
-                reply = client.complete(data.request_system_prompt, item.prompt)
-                output = clean_reply(reply.text)
-                if output:
-                    entry = {**base, "status": "ok", "record": make_record(data, item, output, cfg.model),
-                             "raw_output": reply.text, "attempts": reply.attempts}
-                else:
-                    entry = {**base, "status": "failed", "reason": "empty reply", "attempts": reply.attempts}
-                entry.update(tokens_in=reply.tokens_in, tokens_out=reply.tokens_out)
-            except Stopped:
-                return None
-            except RequestFailed as exc:
-                entry = {**base, "status": "failed", "reason": exc.reason, "attempts": exc.attempts}
-                if exc.fatal:
-                    fatal.append(exc.reason)
-                    stop.set()
-            except Exception as exc:  # a malformed reply must be recorded, never silently dropped
-                entry = {**base, "status": "failed", "reason": redact(f"{type(exc).__name__}: {exc}"[:300], key), "attempts": 1}
-            entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            journal.append(entry)
-            progress.record(entry["status"] == "ok", entry.get("tokens_in", 0), entry.get("tokens_out", 0))
-            return entry
+        def ask(item: WishItem) -> dict:
+            reply = client.complete(data.request_system_prompt, item.prompt)
+            output = clean_reply(reply.text)
+            if output:
+                entry = {"status": "ok", "record": make_record(data, item, output, cfg.model),
+                         "raw_output": reply.text, "attempts": reply.attempts}
+            else:
+                entry = {"status": "failed", "reason": "empty reply", "attempts": reply.attempts}
+            return {**entry, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out}
 
-        client = None
+        def base(item: WishItem) -> dict:
+            return {"id": item.id, "round": item.round, "style": item.style, "name": item.name, "scene": item.scene}
+
+        def heard(item: WishItem, entry: dict) -> None:
+            latest[entry["id"]] = entry
+            order.append(entry["id"])
+
         try:
             if to_send:
                 client = ChatClient(cfg.base_url, cfg.model, key, cfg.timeout, cfg.policy,
-                                    cfg.temperature, cfg.max_tokens, stop_event=stop)
-                with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="synth") as pool:
-                    futures = [pool.submit(work, item) for item in to_send]
-                    try:
-                        for future in as_completed(futures):
-                            entry = future.result()
-                            if entry is not None:
-                                latest[entry["id"]] = entry
-                                order.append(entry["id"])
-                    except BaseException:
-                        stop.set()
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        for future in futures:  # keep what finished while stopping
-                            if future.done() and not future.cancelled() and future.exception() is None and future.result():
-                                latest[future.result()["id"]] = future.result()
-                        raise
+                                    cfg.temperature, cfg.max_tokens, stop_event=sender.stop)
+                sender.send(to_send, ask, base, heard)
         finally:
             progress.close()
             journal.close()
             _write_outputs(outdir, plan, latest, order)
+        fatal = sender.fatal
         return _finish(outdir, plan, latest, progress, fatal, cfg, out)
 
 
