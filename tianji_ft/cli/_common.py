@@ -57,3 +57,19 @@ class OldNameStore(argparse.Action):
 def old_names(*names: str) -> type[OldNameStore]:
     """``action=old_names("--model")``: an option that still accepts its old spelling, with a note."""
     return type("OldNameStore", (OldNameStore,), {"old_names": names})
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of 0 or more."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value

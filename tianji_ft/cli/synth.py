@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tianji_ft.cli._common import add_verb, old_names
+from tianji_ft.cli._common import add_verb, non_negative_float, old_names, positive_int
 
 WISHES_EXAMPLE = """\
 export DEEPSEEK_API_KEY=...   # read from the environment only
@@ -27,20 +27,6 @@ tianji-ft synth pairs --prompts prompts.txt --model work_dirs/wishes/merged --ca
     --base-url http://127.0.0.1:8000/v1 --api-model qwen -o data/pairs_qwen"""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def register(subparsers) -> None:
     verb = add_verb(subparsers, "synth", "Make training data with an LLM behind any OpenAI-compatible API.",
                     WISHES_EXAMPLE.splitlines()[1] + " ...")
@@ -59,18 +45,18 @@ def register(subparsers) -> None:
     w.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the API key (default: %(default)s); the key is never written anywhere")
     w.add_argument("--styles", nargs="+", metavar="STYLE", help="styles from data/wishes/styles.json (default: all: 小红书 正常 严肃)")
-    w.add_argument("--rounds", type=_positive_int, default=1, help="passes over the grid, each with fresh random choices (default: 1)")
+    w.add_argument("--rounds", type=positive_int, default=1, help="passes over the grid, each with fresh random choices (default: 1)")
     w.add_argument("--seed", type=int, default=0, help="seed for the random few-shot and injection choices (default: 0)")
-    w.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default: 4)")
+    w.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight (default: 4)")
     w.add_argument("--max-requests", type=int, metavar="N", help="send at most N requests this run, then stop cleanly (exit 4 if some remain)")
-    w.add_argument("--price-in", type=_non_negative_float, default=0.0, metavar="X", help="price per million input tokens, for the cost shown")
-    w.add_argument("--price-out", type=_non_negative_float, default=0.0, metavar="Y", help="price per million output tokens")
+    w.add_argument("--price-in", type=non_negative_float, default=0.0, metavar="X", help="price per million input tokens, for the cost shown")
+    w.add_argument("--price-out", type=non_negative_float, default=0.0, metavar="Y", help="price per million output tokens")
     w.add_argument("--timeout", type=float, default=60.0, help="seconds per request before it is retried (default: 60)")
-    w.add_argument("--max-attempts", type=_positive_int, default=6, help="tries per request on 429/5xx/timeouts/dropped connections (default: 6)")
-    w.add_argument("--backoff-base", type=_non_negative_float, default=1.0, help="first retry delay in seconds, doubled each retry, with jitter (default: 1)")
-    w.add_argument("--backoff-max", type=_non_negative_float, default=60.0, help="longest retry delay in seconds (default: 60)")
+    w.add_argument("--max-attempts", type=positive_int, default=6, help="tries per request on 429/5xx/timeouts/dropped connections (default: 6)")
+    w.add_argument("--backoff-base", type=non_negative_float, default=1.0, help="first retry delay in seconds, doubled each retry, with jitter (default: 1)")
+    w.add_argument("--backoff-max", type=non_negative_float, default=60.0, help="longest retry delay in seconds (default: 60)")
     w.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, as the seed asked for)")
-    w.add_argument("--max-tokens", type=_positive_int, help="cap on tokens per reply (default: the server's)")
+    w.add_argument("--max-tokens", type=positive_int, help="cap on tokens per reply (default: the server's)")
     w.add_argument("--input-variants", action="store_true",
                    help="vary the plain-style input like Tianji's rebuild step (我想祝...快乐, 送祝福给..., ...)")
     w.add_argument("--names", nargs="+", metavar="NAME", help="only these names from data/wishes/names.json")
@@ -117,9 +103,9 @@ def _register_pairs(sub) -> None:
     c.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of the candidates (default: 0.8)")
     c.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
     c.add_argument("--top-k", type=int, default=40, help="local candidates only (default 40)")
-    c.add_argument("--max-new-tokens", type=_positive_int, default=256, help="longest candidate in tokens (default 256)")
+    c.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest candidate in tokens (default 256)")
     c.add_argument("--seed", type=int, default=0, help="local candidate n samples with seed + n - 1 (default 0)")
-    c.add_argument("--batch-size", type=_positive_int, default=8, help="prompts generated together locally (default 8)")
+    c.add_argument("--batch-size", type=positive_int, default=8, help="prompts generated together locally (default 8)")
     add_judge_flags(p, "judge (docs/judge.md)")
 
 
