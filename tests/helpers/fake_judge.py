@@ -17,6 +17,8 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from helpers.http_json import send_json
+
 ANSWERS = re.compile(r"\[回答A\]\n(.*)\n\[回答B\]\n(.*)\Z", re.S)
 
 
@@ -94,22 +96,11 @@ class FakeJudge:
         m = ANSWERS.search(message)
         action = self.behaviour(*m.groups(), n) if m else self.candidate(message, n)
         if action == "500":
-            return self.send(h, 500, {"error": {"message": "upstream exploded"}})
+            return send_json(h, 500, {"error": {"message": "upstream exploded"}})
         if isinstance(action, tuple) and action[0] == "429":
-            return self.send(h, 429, {"error": {"message": "rate limited"}}, {"Retry-After": action[1]})
-        return self.send(h, 200, {
+            return send_json(h, 429, {"error": {"message": "rate limited"}}, {"Retry-After": action[1]})
+        return send_json(h, 200, {
             "id": "chatcmpl-judge", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": action}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
         })
-
-    @staticmethod
-    def send(h, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(data)

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.http_json import send_json
 
 TEST_KEY = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 PROMPT_FIELDS = re.compile(r"对象称谓是：(.+?)，祝福场景是：(.+?)。")
@@ -67,7 +68,7 @@ class FakeLLM:
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", 0))))
         if not h.path.endswith("/chat/completions"):
-            return self.send(h, 404, {"error": {"message": "not found"}})
+            return send_json(h, 404, {"error": {"message": "not found"}})
         prompt = body["messages"][-1]["content"]
         with self.lock:
             self.counts[prompt] += 1
@@ -80,38 +81,27 @@ class FakeLLM:
             time.sleep(self.ok_delay)
             name, scene = PROMPT_FIELDS.search(prompt).groups()
             reply = f'"祝{name}{scene}顺顺利利，万事如意！"\n（以上为祝福）'
-            return self.send(h, 200, {
+            return send_json(h, 200, {
                 "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             })
         if kind == "429":
-            return self.send(h, 429, {"error": {"message": "rate limited"}}, {"Retry-After": action[1]})
+            return send_json(h, 429, {"error": {"message": "rate limited"}}, {"Retry-After": action[1]})
         if kind == "500":
-            return self.send(h, 500, {"error": {"message": "upstream exploded"}})
+            return send_json(h, 500, {"error": {"message": "upstream exploded"}})
         if kind == "slow":
             time.sleep(action[1])
-            return self.send(h, 200, {"error": "too late"})
+            return send_json(h, 200, {"error": "too late"})
         if kind == "drop":
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
             return None
         if kind == "echo_key_400":
-            return self.send(h, 400, {"error": {"message": f"bad request, you sent {h.headers.get('Authorization')}"}})
+            return send_json(h, 400, {"error": {"message": f"bad request, you sent {h.headers.get('Authorization')}"}})
         if kind == "401":
-            return self.send(h, 401, {"error": {"message": "invalid api key"}})
+            return send_json(h, 401, {"error": {"message": "invalid api key"}})
         raise AssertionError(f"unknown action {action!r}")
-
-    @staticmethod
-    def send(h, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(data)
 
 
 @pytest.fixture
