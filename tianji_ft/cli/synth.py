@@ -76,6 +76,7 @@ def register(subparsers) -> None:
 
 def _register_pairs(sub) -> None:
     from tianji_ft.cli._judge import add_judge_flags
+    from tianji_ft.core.sampling import DEFAULTS
 
     p = add_verb(sub, "pairs", "Preference data: two candidate answers per prompt, the better one chosen by an LLM "
                  "judge (both orders), resumably.", PAIRS_EXAMPLE, func=_run_pairs)
@@ -100,10 +101,13 @@ def _register_pairs(sub) -> None:
     c.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (default: cuda when available)")
     c.add_argument("--candidate-model", metavar="NAME",
                    help="model at the endpoint for remote candidates (default: the judge's --api-model)")
-    c.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of the candidates (default: 0.8)")
-    c.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
-    c.add_argument("--top-k", type=int, default=40, help="local candidates only (default 40)")
-    c.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest candidate in tokens (default 256)")
+    d = DEFAULTS["pairs"]  # the sampling defaults of each use live in tianji_ft/core/sampling.py
+    c.add_argument("--temperature", type=float, default=d["temperature"],
+                   help=f"sampling temperature of the candidates (default: {d['temperature']})")
+    c.add_argument("--top-p", type=float, default=d["top_p"], help=f"default {d['top_p']}")
+    c.add_argument("--top-k", type=int, default=d["top_k"], help=f"local candidates only (default {d['top_k']})")
+    c.add_argument("--max-new-tokens", type=positive_int, default=d["max_new_tokens"],
+                   help=f"longest candidate in tokens (default {d['max_new_tokens']})")
     c.add_argument("--seed", type=int, default=0, help="local candidate n samples with seed + n - 1 (default 0)")
     c.add_argument("--batch-size", type=positive_int, default=8, help="prompts generated together locally (default 8)")
     add_judge_flags(p, "judge (docs/judge.md)")
