@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -396,3 +397,31 @@ def test_values_in_messages_are_cut_past_60_characters(length, shown):
     err = api_error(p.validate, s.ChatCompletionRequest, {"model": MODEL, "messages": USER, "seed": value})
     quoted = err.message.split(", not ", 1)[1]
     assert quoted == (repr(value) if shown is None else repr(value)[:57] + "...")
+
+
+# --- the published schemas ---------------------------------------------------------------------------
+
+PUBLISHED = Path(__file__).parent / "fixtures" / "published_schemas.json"
+
+
+def test_the_published_schemas_are_the_pinned_ones():
+    """What /openapi.json publishes, pinned: clients generate code from it, so a change must be
+    deliberate (rewrite the fixture with the models' ``model_json_schema()`` and review the diff)."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    pinned = json.loads(PUBLISHED.read_text(encoding="utf-8"))
+    models = {name: model for name, model in vars(s).items() if inspect.isclass(model)
+              and issubclass(model, BaseModel) and model.__module__ == s.__name__ and name != "_Strict"}
+    assert {name: model.model_json_schema() for name, model in models.items()} | {"FIELD_KINDS": s.FIELD_KINDS} \
+        == pinned
+    assert s.REQUEST_MODELS == (s.ChatCompletionRequest, s.OllamaChatRequest, s.OllamaGenerateRequest)
+
+
+def test_request_models_ignore_unknown_fields_and_refuse_loose_types():
+    for model in s.REQUEST_MODELS:
+        assert model.model_config["extra"] == "allow" and model.model_config["strict"] is True
+    with pytest.raises(ValidationError):
+        s.TextPart.model_validate({"type": "text", "text": 5})
+    assert s.TextPart.model_validate({"type": "text", "text": "祝", "x": 1}).text == "祝"
