@@ -93,10 +93,11 @@ def mutate(module: str, spec: dict, work: Path) -> dict:
 def recheck(mutants: list[dict], copy: Path, source: Path, runner: str, mutmut: list[str], env: dict) -> None:
     """Run each survivor's tests once more, on its own.
 
-    mutmut 2 has been seen to record as a survivor a mutant that does not even
-    compile (a verdict filed under the wrong mutant). A survivor is one only if
-    its tests pass again here; otherwise it is counted as killed, marked
-    ``rechecked``.
+    mutmut 2 takes only pytest's exit status 1 (tests failed) as a kill, so a
+    mutant that breaks the module's import (a syntax error, a name that no
+    longer exists at import time) stops pytest with status 2 and is recorded as
+    a survivor. A survivor is one only if its tests pass (status 0) here;
+    otherwise it is counted as killed, marked ``rechecked``.
     """
     pristine = source.read_bytes()
     for mutant in mutants:
