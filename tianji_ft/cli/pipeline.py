@@ -1,6 +1,7 @@
 """tianji-ft pipeline: data -> train -> convert -> merge -> evaluate -> export, skipping what is up to date."""
 
 from tianji_ft.cli._common import add_config_settings, add_verb, config_settings_env
+from tianji_ft.cli._judge import add_judge_flags, endpoint_from_args
 
 def register(sub) -> None:
     from tianji_ft.workflows.pipeline import STAGES
@@ -24,6 +25,19 @@ def register(sub) -> None:
                    help="print each stage's outcome, the outputs and the next command as JSON on stdout "
                         "(the stage lines go to stderr)")
     add_config_settings(p)
+    pref = p.add_argument_group("preference training after SFT: pairs from the SFT model, DPO/ORPO, judged against "
+                                "SFT (docs/preference_training.md)")
+    pref.add_argument("--preference", metavar="CONFIG",
+                      help="a DPO/ORPO config to train from the merged SFT model on judged pairs of its own answers, "
+                           "e.g. internlm2_chat_7b_qlora_wishes_dpo_e1")
+    pref.add_argument("--pairs-prompts", metavar="FILE",
+                      help="prompts the SFT model answers twice for the pairs: one per line, or conversation records")
+    pref.add_argument("--judge-prompts", metavar="FILE",
+                      help="prompts (one per line) of the final preference-vs-SFT comparison "
+                           "(default: the preference config's evaluation prompts)")
+    pref.add_argument("--preference-work-dir", metavar="DIR",
+                      help="the preference run's work dir (default: work_dirs/CONFIG)")
+    add_judge_flags(p, "judge (the pairs and the final comparison; docs/judge.md)")
 
 
 def run(args) -> int:
@@ -33,5 +47,14 @@ def run(args) -> int:
     train = TrainRequest(config=args.config, model=args.model, data=args.data, work_dir=args.work_dir,
                          tiny=args.tiny, deepspeed=args.deepspeed, settings=config_settings_env(args),
                          cfg_options=args.sets)
-    return run_pipeline(PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until),
-                        as_json=args.json)
+    req = PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until)
+    if args.preference or args.pairs_prompts:
+        from tianji_ft.core.errors import UserError
+        from tianji_ft.workflows.preference import PreferenceRequest, run_with_preference
+
+        if not (args.preference and args.pairs_prompts):
+            raise UserError("preference training needs both --preference CONFIG and --pairs-prompts FILE")
+        pref = PreferenceRequest(args.preference, args.pairs_prompts, endpoint_from_args(args), rubric=args.rubric,
+                                 judge_prompts=args.judge_prompts, work_dir=args.preference_work_dir)
+        return run_with_preference(req, pref, as_json=args.json)
+    return run_pipeline(req, as_json=args.json)
