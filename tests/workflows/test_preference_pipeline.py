@@ -58,9 +58,9 @@ def test_sft_pairs_dpo_and_the_judged_comparison(tmp_path, monkeypatch):
         assert run_with_preference(sft, pref, out=out) == 0
         asked = judge.total
         text = out.getvalue()
-        # a second run redoes nothing it has: no training, no paid call
+        # a second run redoes nothing it has: no training, no paid call (and --json says so on stdout)
         again = io.StringIO()
-        assert run_with_preference(sft, pref, out=again) == 0
+        assert run_with_preference(sft, pref, out=again, as_json=True) == 0
         assert judge.total == asked
     assert "[1/3] pairs" in text and "[2/3] preference" in text and "[3/3] judge" in text
     pairs = [json.loads(x) for x in (tmp_path / "sft" / "pairs" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -74,4 +74,8 @@ def test_sft_pairs_dpo_and_the_judged_comparison(tmp_path, monkeypatch):
     assert metrics["judge"]["overall"]["prompts"] == len(JUDGE_PROMPTS)
     assert metrics["model"]["model"] == str(tmp_path / "dpo" / "merged")
     assert "preference vs SFT over 2 prompts" in text
-    assert "up to date" in again.getvalue()  # the preference run's stages were all skipped
+    summary = json.loads(again.getvalue())
+    assert {s["status"] for s in summary["sft"]["stages"]} == {"skipped"}
+    stages = {s["stage"]: s for s in summary["preference"]["stages"]}
+    assert list(stages) == ["pairs", "preference", "judge"] and "(up to date)" in stages["preference"]["summary"]
+    assert summary["preference"]["judge"] == str(tmp_path / "dpo" / "judge")
