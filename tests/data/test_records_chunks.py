@@ -136,9 +136,24 @@ def test_a_transform_with_too_few_or_too_many_results_over_many_chunks_is_caught
         for row in rows[:len(rows) + extra] + rows[:max(extra, 0)]:
             yield {"conversation": [{"input": str(row["n"]), "output": "好"}]}
 
-    with pytest.raises(AssertionError, match="fewer results" if extra < 0 else "more results"):
+    with pytest.raises(AssertionError) as err:
         process([src], off_by, tmp_path / "out.jsonl")
+    assert str(err.value) == f"the transform yielded {'fewer' if extra < 0 else 'more'} results than it read rows"
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_extra_reject_after_the_last_row_is_caught(tmp_path):
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, [{"n": i} for i in range(3)])
+
+    def one_reject_too_many(rows):
+        for row in rows:
+            yield {"conversation": [{"input": str(row["n"]), "output": "好"}]}
+        yield Rejected("extra")
+
+    with pytest.raises(AssertionError) as err:
+        process([src], one_reject_too_many, tmp_path / "out.jsonl")
+    assert str(err.value) == "the transform yielded more results than it read rows"
 
 
 def test_every_row_rejected_writes_no_output_but_the_rejects_and_report(tmp_path):
@@ -174,9 +189,10 @@ def test_only_the_first_row_of_each_file_is_checked_for_columns(tmp_path):
 
 
 def test_options_that_do_not_apply_name_the_ones_that_do(fixtures_dir, tmp_path):
-    with pytest.raises(UserError, match=r"option\(s\) colour, size do not apply to 'firefly' \(its options: system\)"):
+    with pytest.raises(UserError) as err:
         convert_files("firefly", [fixtures_dir / "firefly.jsonl"], tmp_path / "o.jsonl",
                       options={"size": 1, "colour": 2})
+    assert str(err.value) == "option(s) colour, size do not apply to 'firefly' (its options: system)"
     with pytest.raises(UserError, match=r"its options: none"):
         convert_files("conversation", [fixtures_dir / "firefly.jsonl"], tmp_path / "o.jsonl", options={"x": 1})
 
@@ -208,6 +224,7 @@ def test_the_engine_is_quiet_unless_asked_and_then_names_the_command(tmp_path, m
     assert terminal.getvalue() == ""
     process([src], firefly, tmp_path / "shown.jsonl", quiet=False)
     assert terminal.getvalue().startswith("\rconvert shown.jsonl: ")
+    assert "convert shown.jsonl: 3 records, " in terminal.getvalue()
     process([src], firefly, tmp_path / "named.jsonl", quiet=False, label="dedupe")
     assert "\rdedupe named.jsonl: " in terminal.getvalue()
 
@@ -233,3 +250,10 @@ def test_an_empty_batch_from_a_reader_does_not_end_its_file(tmp_path):
 
     tally = process([src], lambda results: results, tmp_path / "out.jsonl", batch_reader=batches)
     assert written(tmp_path / "out.jsonl") == rows and tally.read == 5
+
+
+def test_a_converter_that_takes_notes_fills_the_tallys_notes_and_the_report(fixtures_dir, tmp_path):
+    report = tmp_path / "report.json"
+    tally = convert_files("wishes-merge", [fixtures_dir / "wishes"], tmp_path / "merged.jsonl", report=report)
+    assert tally.notes["record key 'meta' left out"] == 2
+    assert json.loads(report.read_text(encoding="utf-8"))["notes"] == dict(tally.notes)
