@@ -50,6 +50,7 @@ def test_bad_pairs_are_one_line_naming_file_record_and_problem(tmp_path):
     assert f"{data}:1: 'chosen' and 'rejected' are the same answer" in line
     assert f"{data}:2: 'prompt' must end with a user message" in line
     assert "tianji-ft data validate" in line
+    assert f"{data}:3: a conversation record in a preference (DPO/ORPO) config" in line
 
 
 def test_preference_records_do_not_pass_an_sft_config(tmp_path):

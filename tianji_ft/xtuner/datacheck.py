@@ -216,6 +216,9 @@ def is_preference_dataset(ds_cfg) -> bool:
 
 def preference_record_check(record, map_fn=None) -> list[str]:
     """What keeps ``record`` from preference training: the preference record check, after ``map_fn`` if set."""
+    if map_fn is None and isinstance(record, dict) and "conversation" in record and not is_preference(record):
+        return ["a conversation record in a preference (DPO/ORPO) config; it needs prompt/chosen/rejected pairs "
+                "(tianji-ft synth pairs, or tianji-ft data convert to a preference kind)"]
     if map_fn is None:
         return preference_problems(record)
     if not isinstance(record, dict):
