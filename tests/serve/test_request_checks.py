@@ -425,3 +425,40 @@ def test_request_models_ignore_unknown_fields_and_refuse_loose_types():
     with pytest.raises(ValidationError):
         s.TextPart.model_validate({"type": "text", "text": 5})
     assert s.TextPart.model_validate({"type": "text", "text": "祝", "x": 1}).text == "祝"
+
+
+def test_an_error_with_no_field_names_the_body_and_pydantics_words():
+    from pydantic import RootModel
+
+    err = api_error(p.validate, RootModel[int], "七")
+    assert (err.status, err.code, err.param) == (422, "invalid_value", "the body")
+    assert err.message == "the body: Input should be a valid integer, unable to parse string as an integer"
+
+
+def test_a_body_too_deep_for_the_validator_is_400():
+    class Deep:
+        @staticmethod
+        def model_validate(body):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    err = api_error(p.validate, Deep, {})
+    assert (err.status, err.code, err.message) == (400, "invalid_json", "the JSON body is nested too deeply")
+
+
+def test_each_refusal_names_its_parameter_and_says_what_to_do():
+    err = api_error(job_of, {"model": MODEL, "messages": []})
+    assert (err.param, err.message) == ("messages", "messages must be a non-empty list of {role, content}")
+    generate = lambda body: p.ollama_job(p.validate(s.OllamaGenerateRequest, body), DEFAULTS, {MODEL})  # noqa: E731
+    err = api_error(generate, {"model": MODEL, "prompt": "x", "raw": True})
+    assert err.message == "raw prompts are not supported; send the text without a template"
+    job = p.Job("openai", MODEL, USER, GenerationParams(), stream=False)
+    err = api_error(p.fit_to_context, job, 120, 100)
+    assert err.message == ("the prompt is 120 tokens and this model's context is 100 tokens, which leaves no room "
+                           "for an answer; shorten the messages")
+    assert job_of({"model": MODEL, "messages": USER}).api == "openai"
+
+
+def test_num_predict_of_one_is_one_token():
+    job = p.Job("ollama", MODEL, USER, GenerationParams(max_new_tokens=512), stream=True, num_predict=1)
+    p.fit_to_context(job, 10, 100)
+    assert job.params.max_new_tokens == 1
