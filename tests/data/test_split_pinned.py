@@ -221,6 +221,8 @@ def test_progress_only_when_asked(tmp_path, monkeypatch, suffix):
     assert terminal.getvalue() == ""
     split_file(src, tmp_path / "shown", quiet=False)
     assert terminal.getvalue().startswith(f"\rsplit {src.name}: ")
+    # JSONL is copied as bytes, shown in MB; JSON is read as records, counted
+    assert (" MB, " if suffix == ".jsonl" else "10/10 records") in terminal.getvalue()
 
 
 def test_a_blank_first_line_with_a_bom_is_not_a_record(tmp_path):
@@ -247,3 +249,42 @@ def test_a_child_that_cannot_check_leaves_the_check_to_the_parent(tmp_path, monk
         split_file(src, tmp_path / "out")
     src.write_text(WISHES10.read_text(encoding="utf-8"), encoding="utf-8")
     assert split_file(src, tmp_path / "out")[0].written == 10
+
+
+def test_the_defaults_are_ratio_0_3_and_seed_42(tmp_path):
+    _, train, test = split_file(WISHES10, tmp_path / "out")
+    assert (sha(train), sha(test)) == PINNED[".jsonl"][(0.3, 42)]
+
+
+@pytest.mark.parametrize("ratio", [0, 1, -0.5, 1.5])
+def test_a_ratio_outside_0_and_1_is_refused_with_the_value(tmp_path, ratio):
+    with pytest.raises(UserError) as err:
+        choose_test_records(10, ratio, 1)
+    assert str(err.value) == f"--test-ratio must be between 0 and 1 (exclusive), got {ratio}"
+
+
+def test_one_record_is_refused_with_the_count():
+    with pytest.raises(UserError) as err:
+        choose_test_records(1, 0.5, 1)
+    assert str(err.value) == "1 record(s): a split needs at least 2"
+
+
+@pytest.mark.parametrize("name, label", [("train.jsonl", "train file (-o)"), ("test.jsonl", "test file (-o)")])
+def test_an_output_that_is_the_input_is_refused_by_its_name(tmp_path, name, label):
+    src = tmp_path / name
+    src.write_bytes(WISHES10.read_bytes())
+    with pytest.raises(UserError) as err:
+        split_file(src, tmp_path)
+    assert str(err.value).startswith(f"{label} {src} is the input {src}")
+    assert src.read_bytes() == WISHES10.read_bytes()
+    with pytest.raises(UserError) as err:
+        split_file(WISHES10, tmp_path / "out", report=WISHES10)
+    assert str(err.value).startswith(f"--report {WISHES10} is the input")
+
+
+def test_utf8_sig_jsonl_is_copied_line_by_line_too(tmp_path):
+    src = tmp_path / "sig.jsonl"
+    lines = ['{"input": "\\u4f60\\u597d", "output": "好"}'] * 4  # escapes: kept as written, not re-encoded
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8") + b"\n")
+    _, train, test = split_file(src, tmp_path / "out", encoding="utf-8-sig", test_ratio=0.25, seed=0)
+    assert (train.read_text("utf-8") + test.read_text("utf-8")).splitlines() == lines
