@@ -181,3 +181,53 @@ def test_clean_file_refuses_preference_files_and_unknown_rules(tmp_path):
     with pytest.raises(UserError, match="encoding"):
         clean_file(src, tmp_path / "out.jsonl", encoding="no-such-codec")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("field", ["instruction", "input", "output"])
+def test_a_nested_value_in_a_v02_row_is_rejected_naming_its_field(field):
+    row = {"instruction": "祝姐姐生日", "input": "小红书风格", "output": "姐，生日快乐呀！", field: ["嵌套"]}
+    (result,) = merged([row])
+    assert result == Rejected(f"nested value in '{field}'", f"'{field}' is a JSON array, not text")
+
+
+def test_a_row_with_a_conversation_and_an_instruction_is_read_as_a_conversation():
+    row = {"conversation": [{"input": "祝姐姐生日", "output": "姐，生日快乐！"}], "instruction": "旧字段"}
+    notes = Counter()
+    assert merged([row], notes=notes) == [{"conversation": row["conversation"]}]
+    assert notes == Counter({"record key 'instruction' left out": 1})
+
+
+def test_an_invalid_record_says_what_is_wrong():
+    (result,) = merged([{"conversation": [{"input": "", "output": ""}]}])
+    assert result == Rejected("invalid record", "turn 0: empty 'output'; turn 0: empty 'input'")
+    with pytest.raises(Reject) as err:
+        clean_record({"conversation": [{"input": "", "output": ""}]})
+    assert err.value.detail == "turn 0: empty 'output'; turn 0: empty 'input'"
+    (result,) = merged([{"conversation": []}])
+    assert result.reason == "invalid record" and result.detail
+
+
+@pytest.mark.parametrize("text, hit", [
+    ("当前祝福语如下：", "当前祝福语如下"), ("这是祝福语如下所示", "祝福语如下"), ("作为一个人工智能", "作为一个人工智能"),
+    ("作为一个AI，我", "作为一个AI"), ("作为AI", "作为AI"), ("我是一个AI助手", "我是一个AI"),
+    ("以下是祝福", "以下是"), ("好的！", "好的"), ("当然可以", "当然"), ("很抱歉", "很抱歉"), ("抱歉，", "抱歉"),
+    ("对不起，", "对不起"), ("请提供名字", "请提供"),
+])
+def test_every_non_answer_phrase_and_opening(text, hit):
+    assert non_answer(text, {}, 10) == f"non-answer ({hit})"
+
+
+@pytest.mark.parametrize("peer", ["姐姐", "妹妹", "哥哥", "弟弟", "堂兄", "堂弟", "堂姐", "堂妹", "堂哥", "表哥", "表弟",
+                                  "表姐", "表妹", "同学", "同事", "邻居"])
+def test_every_peer_gets_you_and_an_elder_among_them_keeps_nin(peer):
+    assert peer_pronoun("祝您天天开心", {"input": f"祝{peer}生日"}) == "祝你天天开心"
+
+
+@pytest.mark.parametrize("elder", ["大妈", "大爷", "阿姨", "叔叔", "伯伯", "奶奶", "爷爷", "老师", "领导"])
+def test_every_elder_keeps_nin_even_as_a_neighbour(elder):
+    assert peer_pronoun("祝您天天开心", {"input": f"祝邻居{elder}生日"}) == "祝您天天开心"
+
+
+@pytest.mark.parametrize("text", ["新年快乐！XX", "Happy new year X啦", "快乐！啦XX", "快乐！X"])
+def test_letters_are_neither_particles_punctuation_nor_emoji(text):
+    assert particle_after_punct(text, {}) == text
