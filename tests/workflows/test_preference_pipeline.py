@@ -25,7 +25,8 @@ QUIET = {"TIANJI_EVAL_PROMPTS": "[]"}  # no sample answers during training: the 
 def requests(tmp_path, url, **pref) -> tuple[PipelineRequest, PreferenceRequest]:
     (tmp_path / "pairs.txt").write_text("\n".join(PAIRS_PROMPTS) + "\n", encoding="utf-8")
     (tmp_path / "judge.txt").write_text("\n".join(JUDGE_PROMPTS) + "\n", encoding="utf-8")
-    sft = PipelineRequest(TrainRequest(config=SFT, tiny=True, work_dir=str(tmp_path / "sft"), settings=dict(QUIET)),
+    sft = PipelineRequest(TrainRequest(config=SFT, tiny=True, work_dir=str(tmp_path / "sft"), settings=dict(QUIET),
+                                       deepspeed="none"),  # the DeepSpeed runs are test_configs_tiny's
                           until="merge")
     endpoint = JudgeEndpoint(base_url=url, model="fake-judge", api_key_env="FAKE_JUDGE_KEY", concurrency=2)
     options = dict(judge_prompts=str(tmp_path / "judge.txt"), work_dir=str(tmp_path / "dpo"), settings=dict(QUIET),
