@@ -62,20 +62,9 @@ def copy_tree(dest: Path) -> None:
 
 
 def runner_command(spec: dict) -> str:
-    """The module's tests as one shell command that exits 1 on any failure, 0 only on a full pass.
-
-    -x: the first failing test kills the mutant; no cache: copies share nothing. The plugins
-    of hypothesis and schemathesis load both libraries at start-up, which costs more than
-    most test lists take to run (@given works without the plugin). mutmut 2 counts only
-    status 1 as a kill: pytest's 2 (a mutant that breaks an import) is folded into 1, and
-    so is a run that ends without writing its JUnit report (a mutant that made a forked
-    child return into pytest, or called os._exit, ends it early with status 0).
-    """
+    """The module's tests, run by ``runner.py``: exit 1 on any failure, 0 only on a full pass."""
     tests = " ".join(shlex.quote(t) for t in spec["tests"])
-    plugins = " ".join(f"-p no:{name}" for name in ("cacheprovider", "hypothesispytest", "schemathesis", "anyio"))
-    report = ".mutation-junit.xml"
-    pytest = f"{shlex.quote(sys.executable)} -m pytest -x -q {plugins} -m 'not slow' --junitxml={report} {tests}"
-    return f"rm -f {report}; {pytest} && test -s {report} || exit 1"
+    return f"{shlex.quote(sys.executable)} tools/mutation/runner.py {tests}"
 
 
 STALL = 300  # seconds without a new verdict after which a mutmut run is taken as hung
