@@ -125,3 +125,15 @@ def test_dry_run_counts_pairs_as_xtuners_preference_dataset_builds_them(tiny_mod
     trunc = report["truncation"]
     assert 0 < trunc["truncated"] <= len(records()) and trunc["answer_tokens_lost"] > 0
     assert report["examples"][0].rstrip().endswith(records()[0]["chosen"][0]["content"] + "<|im_end|>")
+
+
+def test_a_setting_the_config_does_not_read_is_noted():
+    """--pack means nothing to a preference config (pairs are packed only with varlen attention): the run says so."""
+    from tianji_ft.train.train import TrainRequest, plan
+
+    notes = plan(TrainRequest(config=DPO, tiny=True, settings={"TIANJI_PACK": "1", "TIANJI_LR": "1e-3"}),
+                 cuda=False)["notes"]
+    assert f"{DPO}.py does not read --pack: ignored" in notes
+    sft = plan(TrainRequest(config="internlm2_chat_7b_qlora_wishes_e3", tiny=True, settings={"TIANJI_PACK": "1"}),
+               cuda=False)["notes"]
+    assert not any("does not read" in n for n in sft)

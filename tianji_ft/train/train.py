@@ -98,6 +98,16 @@ def _default_model(config_path: Path) -> str | None:
     return (config_settings(config_path).get("TIANJI_MODEL") or {}).get("default")
 
 
+def _unread_settings(config_path: Path, settings: dict) -> list[str]:
+    """A note for each setting given that the config does not read (e.g. --pack for a DPO config)."""
+    from tianji_ft.configs.registry import config_settings
+    from tianji_ft.configs.settings import BY_ENV
+
+    read = config_settings(config_path)
+    unread = [f"{BY_ENV[env].flag if env in BY_ENV else env}" for env in settings if env not in read]
+    return [f"{config_path.name} does not read {', '.join(unread)}: ignored"] if unread else []
+
+
 def expand_data_args(names: list[str]) -> list[str]:
     """``--data`` as files: a folder stands for its .jsonl/.json files (sorted, not recursive)."""
     files = []
@@ -147,7 +157,7 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
     work_dir = Path(req.work_dir or Path("work_dirs") / (f"{name}-tiny" if req.tiny else name)).resolve()
     settings = dict(req.settings)
     check_report_to(settings.get("TIANJI_REPORT_TO"))
-    notes = []
+    notes = _unread_settings(config_path, settings)
     model, data = req.model, list(req.data)
     if req.tiny:
         from tianji_ft.models.tiny import ensure_tiny_model
