@@ -161,3 +161,29 @@ def test_a_file_of_pairs_is_deduped_as_pairs_and_a_mixed_file_is_refused(tmp_pat
     with pytest.raises(UserError, match=r"mixed.jsonl:2: a conversation record in a file of preference records"):
         dedupe_file(mixed, tmp_path / "mixed_out.jsonl")
     assert not (tmp_path / "mixed_out.jsonl").exists()
+
+
+@pytest.mark.parametrize("field", ["system", "input", "output"])
+def test_records_that_differ_in_one_field_only_are_not_duplicates(field):
+    base = {"system": "你是祝福大师", "input": "祝姐姐生日", "output": "姐，生日快乐！"}
+    other = {**base, field: base[field] + "再来一条"}
+    a, b = {"conversation": [base]}, {"conversation": [other]}
+    assert normalised_key(a) != normalised_key(b) and exact_key(a) != exact_key(b)
+    assert list(dedupe_records([a, b])) == [a, b]
+
+
+@pytest.mark.parametrize("field", ["prompt", "chosen", "rejected"])
+def test_pairs_that_differ_in_one_part_only_are_not_duplicates(field):
+    first = pairs()[0]
+    other = {**first, field: [{**first[field][-1], "content": first[field][-1]["content"] + "再来"}]}
+    assert preference_key(first) != preference_key(other)
+    assert normalised_preference_key(first) != normalised_preference_key(other)
+    notes = Counter()
+    assert list(dedupe_records([first, other], kind="preference", notes=notes)) == [first, other]
+
+
+def test_a_message_without_content_is_an_empty_one():
+    bare = {"prompt": [{"role": "user"}], "chosen": [{"role": "assistant", "content": "好"}], "rejected": []}
+    empty = {**bare, "prompt": [{"role": "user", "content": ""}]}
+    assert normalised_preference_key(bare) == normalised_preference_key(empty)
+    assert prompt_key(bare) == prompt_key(empty) != prompt_key({**bare, "prompt": [{"role": "user", "content": "x"}]})
