@@ -39,8 +39,9 @@ class PreferenceRequest:
     rubric: str = "auto"
     judge_prompts: str | None = None  # the final comparison's prompts; default: the config's evaluation prompts
     work_dir: str | None = None  # the preference run's work dir; default work_dirs/CONFIG (-tiny)
-    temperature: float = 0.8  # the candidates' sampling
-    max_new_tokens: int = 256
+    # the longest answer written, by the candidates and in the final comparison; default: synth pairs' and
+    # eval's (core/sampling.py)
+    max_new_tokens: int | None = None
     settings: dict | None = None  # TIANJI_* settings of the preference run (default: the config's own)
 
 
@@ -97,8 +98,9 @@ class PreferenceRun:
         from tianji_ft.chat.pairs import PAIRS_FILE, PairsConfig, run_pairs
 
         cfg = PairsConfig(prompts=Path(self.pref.pairs_prompts), out_dir=self.pairs_dir, judge=self.pref.judge,
-                          rubric=self.pref.rubric, model=str(self.sft.model_dir()),
-                          temperature=self.pref.temperature, max_new_tokens=self.pref.max_new_tokens)
+                          rubric=self.pref.rubric, model=str(self.sft.model_dir()))
+        if self.pref.max_new_tokens:
+            cfg.max_new_tokens = self.pref.max_new_tokens
         log = self.sft.work_dir / "pipeline-pairs.out"
         with open(log, "w", encoding="utf-8") as sink:
             code = run_pairs(cfg, out=sink, err=sink)
@@ -109,7 +111,7 @@ class PreferenceRun:
         kept = sum(1 for line in pairs.read_text(encoding="utf-8").splitlines() if line.strip())
         if not kept:
             raise UserError(f"no preference pair kept in {pairs} (every judgment a tie, inconsistent or identical); "
-                            f"see {log}; more --pairs-prompts or a higher --temperature give the judge a choice")
+                            f"see {log}; more --pairs-prompts give the judge more to choose from")
         return f"{kept} pair(s) -> {pairs}"
 
     def run_preference(self) -> str:
@@ -132,6 +134,7 @@ class PreferenceRun:
         from tianji_ft.chat.engine import GenerationParams
         from tianji_ft.chat.eval_judge import JudgeSpec
         from tianji_ft.chat.evaluate import EvalItem, evaluate, load_prompts
+        from tianji_ft.core.sampling import DEFAULTS
         from tianji_ft.synth.judge import summary_line
 
         if self.pref.judge_prompts:
@@ -142,9 +145,12 @@ class PreferenceRun:
         if not items:
             raise UserError(f"{self.pref.config} has no evaluation prompts; pass --judge-prompts FILE")
         self.judge_dir = self.preference.work_dir / JUDGE_DIR
+        greedy = {k: v for k, v in DEFAULTS["eval"].items() if k in GenerationParams.__dataclass_fields__}
+        if self.pref.max_new_tokens:
+            greedy["max_new_tokens"] = self.pref.max_new_tokens
         summary = evaluate(str(self.preference.model_dir()), items, self.judge_dir, compare=str(self.sft.model_dir()),
                            judge=JudgeSpec(self.pref.judge, self.pref.rubric), quiet=True,
-                           params=GenerationParams(temperature=0.0, max_new_tokens=128))
+                           params=GenerationParams(**greedy))  # as `tianji-ft eval` answers
         judged = summary["judge"]
         self.exit_code = 3 if judged["failed"] else 4 if judged["pending"] else 0  # as `eval --judge` exits
         return summary_line(judged).replace("A vs B", "preference vs SFT", 1) + f" -> {self.judge_dir}"
