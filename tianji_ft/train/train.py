@@ -173,6 +173,8 @@ def plan(req: TrainRequest, cuda: bool | None = None) -> dict:
         for key, value in (("TIANJI_MAX_LENGTH", max_length), ("TIANJI_ACCUM", "1"), ("TIANJI_WARMUP_RATIO", "0"),
                            ("TIANJI_EPOCHS", "1"), ("TIANJI_BATCH_SIZE", "1"), ("TIANJI_EVAL_MAX_NEW_TOKENS", "16")):
             settings.setdefault(key, value)
+        if meta.get("eval_prompts"):  # one sample answer shows the hook works; XTuner's first ones run to 50 tokens
+            settings.setdefault("TIANJI_EVAL_PROMPTS", json.dumps(meta["eval_prompts"][:1], ensure_ascii=False))
         notes.append(f"--tiny: tiny {family} model {model}")
     if model:
         settings["TIANJI_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
