@@ -332,8 +332,9 @@ def test_openai_bodies():
                                  "logprobs": None, "finish_reason": "length"}],
                     "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}}
     chunk = p.openai_chunk("c", MODEL, {"content": "祝"})
-    assert chunk["choices"] == [{"index": 0, "delta": {"content": "祝"}, "logprobs": None, "finish_reason": None}]
-    assert "usage" not in chunk and chunk["object"] == "chat.completion.chunk"
+    assert before <= chunk.pop("created") <= time.time()
+    assert chunk == {"id": "c", "object": "chat.completion.chunk", "model": MODEL,
+                     "choices": [{"index": 0, "delta": {"content": "祝"}, "logprobs": None, "finish_reason": None}]}
     last = p.openai_chunk("c", MODEL, {}, usage=p.openai_usage(reply))
     assert last["choices"] == [] and last["usage"]["total_tokens"] == 16
     assert re.fullmatch(r"chatcmpl-[0-9a-f]{24}", p.completion_id()) and p.completion_id() != p.completion_id()
