@@ -23,6 +23,8 @@ from xtuner.engine.runner import TrainLoop
 from xtuner.model.dpo import DPO
 from xtuner.utils import PROMPT_TEMPLATE
 
+from tianji_ft.xtuner.tracking import SamplesToTrackers
+
 #######################################################################
 #                          PART 1  Settings                           #
 #######################################################################
@@ -226,6 +228,8 @@ if "tensorboard" in report_to:  # event files under WORK_DIR/<timestamp>/vis_dat
 if "wandb" in report_to:  # WANDB_MODE=offline keeps the run on disk
     vis_backends.append(dict(type=WandbVisBackend))
 visualizer = dict(type=Visualizer, vis_backends=vis_backends) if vis_backends else None
+if vis_backends:  # the evaluation hook's sample answers go to the trackers too, beside the loss
+    custom_hooks.append(dict(type=SamplesToTrackers))
 log_level = "INFO"
 load_from = None
 resume = False

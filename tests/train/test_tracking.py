@@ -29,11 +29,14 @@ def test_tensorboard_event_files_hold_a_decreasing_loss(tmp_path, capsys):
                "tensorboard", "--epochs", "6", "--lr", "2e-3", "--deepspeed", "none", "--eval-freq", "100000"])
     assert rc == 0, (wd / "train.log").read_text(errors="replace")[-3000:]
     [events] = sorted(wd.glob("*/vis_data/events.out.tfevents.*"))
-    acc = EventAccumulator(str(events.parent))
+    acc = EventAccumulator(str(events.parent), size_guidance={"tensors": 0})
     acc.Reload()
     assert {"loss", "lr"} <= set(acc.Tags()["scalars"])
     losses = [e.value for e in acc.Scalars("loss")]
     assert len(losses) >= 3 and losses[-1] < losses[0]
+    # the evaluation hook's sample answers (before and after training) are on the board's text tab
+    samples = acc.Tensors("eval/samples/text_summary")
+    assert len(samples) >= 2 and all(e.tensor_proto.string_val[0].decode("utf-8").strip() for e in samples)
     capsys.readouterr()
     assert main(["logs", str(wd), "--tensorboard"]) == 0
     assert capsys.readouterr().out.strip() == f"tensorboard --logdir {wd}"

@@ -135,6 +135,7 @@ def _imports(row: dict, map_fn: str | None) -> str:
         "from xtuner.engine.runner import TrainLoop",
         f"from {model_module} import {model_class}",
         "from xtuner.utils import PROMPT_TEMPLATE",
+        "from tianji_ft.xtuner.tracking import SamplesToTrackers",
     ]
     first_party = [x for x in xtuner if x.startswith("from tianji_ft")]
     third = sorted(x for x in xtuner if not x.startswith("from tianji_ft"))

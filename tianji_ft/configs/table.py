@@ -207,7 +207,7 @@ WORKFLOWS = {
     #         with the local model and data paths of InternLM/Tutorial @ c4a5fdc : xtuner/README.md (camp1, 2.3.4)
     "internlm_chat_7b_qlora_oasst1_e3": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="internlm-chat-7b",
         dataset="oasst1",
         source=[SRC_XTUNER + "internlm/internlm_chat_7b/internlm_chat_7b_qlora_oasst1_e3.py", SRC_INTERNLM_TUTORIAL],
@@ -215,7 +215,7 @@ WORKFLOWS = {
     # source: InternLM/Tutorial @ c4a5fdc : xtuner/README.md (camp1, 3.2-3.3: MedQA2019, dataset_map_fn=None)
     "internlm_chat_7b_qlora_medqa2019_e3": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="internlm-chat-7b",
         dataset="medqa2019",
         system=DOCTOR_SYSTEM,
@@ -224,7 +224,7 @@ WORKFLOWS = {
     # source: InternLM/xtuner @ v0.2.0 : xtuner/configs/internlm/internlm_7b/internlm_7b_qlora_msagent_react_e3_gpu8.py
     "internlm_7b_qlora_msagent_react_e3_gpu8": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="internlm-7b",
         dataset="msagent",
         pack=False,
@@ -240,7 +240,7 @@ WORKFLOWS = {
     #         (the config printed in docs/finetune/tianji-wishes-chinese.md, trained with --deepspeed deepspeed_zero2)
     "internlm2_chat_7b_qlora_wishes_e3": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="internlm2-chat-7b",
         dataset="wishes",
         save_steps=50,
@@ -255,7 +255,7 @@ WORKFLOWS = {
     #         with the wishes system prompt and evaluation prompts, since it trains on the wishes data
     "internlm2_chat_7b_full_wishes_e1": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="internlm2-chat-7b",
         dataset="wishes",
         method="full",
@@ -286,7 +286,7 @@ WORKFLOWS = {
     #         trained one epoch on the Chinese SFT mix of CrazyBoyM/llama3-Chinese-chat @ ff32d17 : README.md
     "llama3_8b_instruct_qlora_chinese_e1": dict(
         STOCK_QLORA,
-        version="1.2.0",
+        version="1.3.0",
         model="llama3-8b-instruct",
         dataset="llama3_chinese_mix",
         epochs=1,
