@@ -55,3 +55,4 @@ def test_wandb_offline_keeps_the_run_with_its_loss_in_the_work_dir(tmp_path, mon
     # as training logs, carry the scalar names
     records = run_log.read_bytes()
     assert records.count(b"loss") >= 2 and b"lr" in records and b"grad_norm" in records
+    assert b"eval/samples" in records  # the sample answers' table
