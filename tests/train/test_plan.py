@@ -401,3 +401,21 @@ def test_steps_warmup_and_tokens_per_step_equal_xtuners_loop(tmp_path, monkeypat
     assert manifest["throughput"]["tokens_per_iter"] == 512 and manifest["throughput"]["tokens_per_second"] > 0
     again, _ = make_plan(req, PlanOptions(gpu_memory="24GB"))
     assert again["schedule"]["eta"]["source"] == str(wd / "tianji_run.json")
+
+
+@pytest.mark.parametrize("config, reference", [("internlm2_chat_7b_qlora_wishes_dpo_e1", True),
+                                               ("internlm2_chat_7b_qlora_wishes_orpo_e1", False)])
+def test_a_preference_batch_holds_both_answers_and_dpo_its_reference_logits(tmp_path, config, reference):
+    from tianji_ft.train.memory import ModelShape, activations
+
+    model = model_dir(tmp_path, "internlm2-7b")
+    sft = plan_of(tmp_path, WISHES, model, settings={"TIANJI_MAX_LENGTH": "2048"})
+    pairs = plan_of(tmp_path, config, model, settings={"TIANJI_MAX_LENGTH": "2048"})
+    shape = ModelShape.from_file(model / "config.json")
+    targets = shape.lora_linears(pairs["setup"]["lora"]["target_modules"])
+    two = activations(shape, 2 * pairs["setup"]["batch_size"], 2048, lora=targets, r=pairs["setup"]["lora"]["r"],
+                      lora_dropout=True)  # chosen and rejected: two sequences a pair
+    extra = two["output_logits"] if reference else 0
+    assert pairs["memory"]["activations_used"] == two["with_checkpointing"] + extra
+    assert pairs["memory"]["activations"]["reference_logits"] == extra
+    assert pairs["setup"]["pairs"] is True and sft["setup"]["pairs"] is False

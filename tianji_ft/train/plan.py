@@ -90,7 +90,7 @@ def make_plan(req, options: PlanOptions | None = None) -> tuple[dict, dict | Non
             "offload_param": zero.offload_param, "batch_size": facts["batch_size"], "accumulative_counts":
             facts["accum"], "max_length": facts["max_length"], "pack": facts["pack"], "epochs": facts["epochs"],
             "gradient_checkpointing": facts["checkpointing"], "template": facts["template"],
-            "lora": facts["lora"], "quantization": facts["quantization"],
+            "lora": facts["lora"], "quantization": facts["quantization"], "pairs": facts["pairs"],
         },
         "notes": [],
     }
@@ -180,6 +180,10 @@ def config_facts(cfg) -> dict:
         "template": (template_name(template_fn.get("template")) if hasattr(template_fn, "get")
                      else (eval_hook or {}).get("template") if pairs else None),
         "eval": eval_hook,
+        "pairs": pairs,
+        # XTuner's DPO also runs a reference forward (the base without the adapter, or a copy for a full
+        # fine-tune) whose logits it keeps until the loss; ORPO has no reference
+        "reference": _type_name(model.get("type")) == "DPO",
     }
 
 
@@ -224,8 +228,13 @@ def memory_plan(shape: ModelShape | None, facts: dict, zero: ZeroSetup, req, gpu
     dtype_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}.get(facts["dtype"], 4)
     states = model_states(shape, facts["method"], zero, world, trainable=trainable, load_dtype_bytes=dtype_bytes,
                           double_quant=quant.get("double_quant", True))
-    acts = activations(shape, facts["batch_size"], facts["max_length"], lora=targets, r=lora["r"] if lora else 0,
+    # a preference batch holds two sequences a pair (chosen and rejected), each up to max_length
+    sequences = facts["batch_size"] * (2 if facts.get("pairs") else 1)
+    acts = activations(shape, sequences, facts["max_length"], lora=targets, r=lora["r"] if lora else 0,
                        lora_dropout=bool(lora and lora["dropout"] > 0))
+    acts["reference_logits"] = acts["output_logits"] if facts.get("reference") else 0
+    for key in ("with_checkpointing", "without_checkpointing"):
+        acts[key] += acts["reference_logits"]
     used = acts["with_checkpointing"] if facts["checkpointing"] else acts["without_checkpointing"]
     total = states["total"] + used
     size, source = gpu
@@ -592,8 +601,10 @@ def format_plan(plan: dict) -> str:
             f"  gradients         {gib(st['gradients'])}",
             f"  optimizer states  {gib(st['optimizer_states'])}",
             f"  gathered layer    {gib(st['gathered_layer'])} (ZeRO-3)" if st["gathered_layer"] else None,
-            f"  activations       {gib(memory['activations_used'])} (batch {setup['batch_size']} x "
-            f"{setup['max_length']} tokens, gradient checkpointing "
+            f"  activations       {gib(memory['activations_used'])} (batch {setup['batch_size']}"
+            + (" pairs x 2 answers" if setup.get("pairs") else "") + f" x {setup['max_length']} tokens"
+            + (f", DPO reference logits {gib(act['reference_logits'])}" if act.get("reference_logits") else "")
+            + ", gradient checkpointing "
             f"{'on' if setup['gradient_checkpointing'] else 'off'}; "
             f"{gib(act['with_checkpointing'])} with, {gib(act['without_checkpointing'])} without; "
             f"eager attention scores {gib(act['attention_scores_per_layer'])} of it per layer)",
