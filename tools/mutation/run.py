@@ -133,10 +133,13 @@ def run_mutmut(command: list[str], copy: Path, source: Path, env: dict, log) -> 
                 break
             time.sleep(2)
             now = untested(copy)
+            if now is None:  # the cache was busy: no news
+                continue
             if now != last:
                 last, since = now, time.monotonic()
             elif time.monotonic() - since > STALL:
                 log.write(f"\n[run.py] no verdict for {STALL} s: mutmut ended and started again\n")
+                log.flush()
                 os.killpg(proc.pid, signal.SIGKILL)
                 _, _, usage = os.wait4(proc.pid, 0)
                 break

@@ -21,12 +21,21 @@ PLUGINS = ("cacheprovider", "hypothesispytest", "schemathesis", "anyio")
 REPORT = ".mutation-junit.xml"
 
 
+def _die_with_parent() -> None:
+    # mutmut ends a run past its timeout by killing this process; pytest must end with it, or,
+    # looping on a mutant, it keeps mutmut's output pipe open and mutmut waits for ever
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def main(tests: list[str]) -> int:
     if os.path.exists(REPORT):
         os.unlink(REPORT)
     command = [sys.executable, "-m", "pytest", "-x", "-q", *(f"-pno:{p}" for p in PLUGINS), "-m", "not slow",
                f"--junitxml={REPORT}", *tests]
-    status = subprocess.run(command).returncode
+    status = subprocess.run(command, preexec_fn=_die_with_parent).returncode
     finished = os.path.exists(REPORT) and os.path.getsize(REPORT) > 0
     return 0 if status == 0 and finished else 1
 
