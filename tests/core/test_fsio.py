@@ -121,3 +121,26 @@ def test_readers_meanwhile_see_the_old_or_the_whole_new_file(tmp_path):
         stop.set()
         reader.join()
     assert seen <= set(range(30))  # every read parsed: none saw a part
+
+
+def test_permissions_follow_another_umask_too(tmp_path):
+    old = os.umask(0o002)
+    try:
+        with atomic_open(tmp_path / "g") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "g").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_leftover_from_a_crashed_replacement_is_cleared(tmp_path):
+    from tianji_ft.core.fsio import atomic_dir
+
+    out = tmp_path / "out"
+    with atomic_dir(out, "model") as tmp:
+        (tmp / "a").write_text("a")
+    (tmp_path / ".out.old").mkdir()  # a replacement killed between its two renames left this
+    (tmp_path / ".out.old" / "stale").write_text("x")
+    with atomic_dir(out, "model") as tmp:
+        (tmp / "b").write_text("b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "b").exists()

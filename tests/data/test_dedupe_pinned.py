@@ -7,7 +7,9 @@ preference pairs from ``fixtures/preference/records.jsonl``.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -187,3 +189,34 @@ def test_a_message_without_content_is_an_empty_one():
     empty = {**bare, "prompt": [{"role": "user", "content": ""}]}
     assert normalised_preference_key(bare) == normalised_preference_key(empty)
     assert prompt_key(bare) == prompt_key(empty) != prompt_key({**bare, "prompt": [{"role": "user", "content": "x"}]})
+
+
+def test_the_report_names_its_notes_in_words_and_counts_each_swap(tmp_path):
+    first = pairs()[0]
+    swapped = {**first, "chosen": first["rejected"], "rejected": first["chosen"]}
+    other = {**first, "rejected": [{"role": "assistant", "content": "祝你生日快乐。"}]}
+    src, report = tmp_path / "pairs.jsonl", tmp_path / "report.json"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [first, swapped, other, swapped]),
+                   encoding="utf-8")
+    dedupe_file(src, tmp_path / "out.jsonl", report=report)
+    notes = json.loads(report.read_text(encoding="utf-8"))["notes"]
+    assert notes == {"pair for a prompt seen before (kept)": 2,
+                     "pair repeating an earlier one with chosen and rejected swapped (kept)": 1}
+    notes = Counter()
+    other_swapped = {**other, "chosen": other["rejected"], "rejected": other["chosen"]}
+    list(dedupe_records([first, swapped, other, other_swapped], kind="preference", notes=notes, normalised=False))
+    assert notes[SWAPPED] == 2
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_dedupe_is_quiet_unless_asked(tmp_path, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    dedupe_file(WISHES10, tmp_path / "quiet.jsonl")
+    assert terminal.getvalue() == ""
+    dedupe_file(WISHES10, tmp_path / "shown.jsonl", quiet=False)
+    assert terminal.getvalue().startswith("\rdedupe shown.jsonl: ")

@@ -288,3 +288,36 @@ def test_utf8_sig_jsonl_is_copied_line_by_line_too(tmp_path):
     src.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8") + b"\n")
     _, train, test = split_file(src, tmp_path / "out", encoding="utf-8-sig", test_ratio=0.25, seed=0)
     assert (train.read_text("utf-8") + test.read_text("utf-8")).splitlines() == lines
+
+
+def test_the_last_line_of_a_long_block_without_newline_gets_one(tmp_path):
+    src = tmp_path / "long.jsonl"
+    lines = [json.dumps({"n": i, "祝福": "快乐"}, ensure_ascii=False) for i in range(7)]
+    src.write_text("\n".join(lines), encoding="utf-8")  # no newline after the last
+    _, train, test = split_file(src, tmp_path / "out", test_ratio=0.3, seed=1)
+    both = train.read_text("utf-8").splitlines(keepends=True) + test.read_text("utf-8").splitlines(keepends=True)
+    assert sorted(both) == sorted(line + "\n" for line in lines)
+
+
+@pytest.mark.parametrize("first", [b"{}", b"\xef\xbb\xbf1", b"\xef\xbb\xbf{}"])
+def test_a_short_first_line_is_a_record(tmp_path, first):
+    src = tmp_path / "short.jsonl"
+    src.write_bytes(first + b"\n" + WISHES10.read_bytes())
+    tally, _, _ = split_file(src, tmp_path / "out")
+    assert (tally.read, tally.written) == (11, 11)
+
+
+def test_a_file_that_changes_between_the_passes_says_so(tmp_path, monkeypatch):
+    src = tmp_path / "grows.jsonl"
+    src.write_text(WISHES10.read_text(encoding="utf-8"), encoding="utf-8")
+    real = split_module.choose_test_records
+
+    def choose_then_grow(n, ratio, seed):
+        with open(src, "a", encoding="utf-8") as fh:
+            fh.write('{"a": "新"}\n')
+        return real(n, ratio, seed)
+
+    monkeypatch.setattr(split_module, "choose_test_records", choose_then_grow)
+    with pytest.raises(UserError) as err:
+        split_file(src, tmp_path / "out")
+    assert str(err.value) == f"{src}: changed while being split; run again"

@@ -221,3 +221,72 @@ def test_blas_runs_on_one_thread_inside_and_as_before_after():
         assert get() == 2
     finally:
         put(before)
+
+
+def test_refusals_word_for_word(tmp_path, rng):
+    with pytest.raises(UserError) as err:
+        load_adapter(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: no adapter_config.json; pass the folder 'tianji-ft convert' wrote for a "
+                              "LoRA run (a full fine-tune needs no merge)")
+    a = rng.standard_normal((2, 2)).astype(np.float32)
+    cases = [({"peft_type": "IA3"}, ["lora_A", "lora_B"], "peft_type IA3 is not LoRA; only LoRA adapters merge"),
+             ({"use_dora": True}, ["lora_A", "lora_B"],
+              "DoRA adapters are not supported; merge with PEFT's merge_and_unload"),
+             ({}, ["lora_A"], f"{Q} has only one of lora_A/lora_B; the adapter is incomplete")]
+    for i, (config, keys, message) in enumerate(cases):
+        folder = make_adapter(tmp_path / f"a{i}", {"r": 2, "lora_alpha": 2, **config},
+                              {f"{PREFIX}{Q}.{key}.weight": a for key in keys})
+        with pytest.raises(UserError) as err:
+            load_adapter(folder)
+        assert str(err.value) == f"{folder}: {message}"
+    ids = read_safetensors_header(save(tmp_path / "ids.safetensors", {"ids": np.arange(3)}))["ids"]
+    with pytest.raises(UserError) as err:
+        list(tensor_slices(ids, "BF16"))
+    assert str(err.value) == f"{tmp_path / 'ids.safetensors'}: cannot convert I64 tensor to BF16"
+
+
+def test_an_adapter_config_without_peft_type_is_lora(tmp_path, rng):
+    a = rng.standard_normal((2, 3)).astype(np.float32)
+    folder = tmp_path / "adapter"
+    save(folder / "adapter_model.safetensors", {f"{PREFIX}{Q}.lora_A.weight": a, f"{PREFIX}{Q}.lora_B.weight": a.T})
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 4}), encoding="utf-8")
+    assert load_adapter(folder).pairs[f"{Q}.weight"].scale == 2.0
+
+
+@pytest.mark.parametrize("misfits, shown, more", [(3, 3, ""), (4, 3, "; and 1 more")])
+def test_check_fits_shows_three_misfits(tmp_path, rng, misfits, shown, more):
+    names = [f"model.layers.{i}.mlp.up_proj" for i in range(misfits)]
+    tensors = {}
+    for name in names:
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = rng.standard_normal((2, 4)).astype(np.float32)
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = rng.standard_normal((6, 2)).astype(np.float32)
+    adapter = load_adapter(make_adapter(tmp_path / "adapter", {"r": 2, "lora_alpha": 2}, tensors))
+    base = read_safetensors_header(save(tmp_path / "b.safetensors", {"other.weight": np.zeros((1, 1), np.float32)}))
+    with pytest.raises(UserError) as err:
+        check_fits(base, adapter, tmp_path / "base")
+    listed = "; ".join(f"{name}.weight: not in base" for name in names[:shown])
+    assert str(err.value) == (f"{tmp_path / 'adapter'} does not fit base {tmp_path / 'base'} ({misfits} tensor(s) "
+                              f"differ): {listed}{more}; merge onto its base model, the model it was trained on")
+
+
+def test_a_tensor_copied_as_it_is_comes_whole_in_many_slices(tmp_path, rng, monkeypatch):
+    w = rng.standard_normal((37, 8)).astype(np.float32)
+    entry = read_safetensors_header(save(tmp_path / "base.safetensors", {"norm.weight": w}))["norm.weight"]
+    monkeypatch.setattr(lora, "SLICE_BYTES", 5 * 8 * 4)
+    assert b"".join(bytes(part) for part in tensor_slices(entry, "F32")) == w.tobytes()
+
+
+def test_blas_threads_are_restored_whatever_they_were():
+    found = _openblas_threads()
+    if found is None:
+        pytest.skip("numpy is not linked with OpenBLAS here")
+    get, put = found
+    before = get()
+    try:
+        for threads in (1, 2):
+            put(threads)
+            with single_threaded_blas():
+                assert get() == 1
+            assert get() == threads
+    finally:
+        put(before)
