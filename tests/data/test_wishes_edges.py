@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections import Counter
 
 import pytest
@@ -231,3 +233,41 @@ def test_every_elder_keeps_nin_even_as_a_neighbour(elder):
 @pytest.mark.parametrize("text", ["新年快乐！XX", "Happy new year X啦", "快乐！啦XX", "快乐！X"])
 def test_letters_are_neither_particles_punctuation_nor_emoji(text):
     assert particle_after_punct(text, {}) == text
+
+
+def test_a_turns_system_is_kept_not_counted_as_left_out():
+    notes = Counter()
+    merged([{"conversation": [{"system": SYSTEM, "input": "祝姐姐生日", "output": "姐，生日快乐！", "x": 1}]}], notes=notes)
+    assert notes == Counter({"turn key 'x' left out": 1})
+
+
+def test_clean_wishes_keeps_ten_characters_by_default_and_names_unknown_rules():
+    from tianji_ft.data.wishes import clean_wishes
+
+    (kept,) = clean_wishes([one_turn("祝姐姐生日", "一二三四五六七八九十")])
+    assert kept["conversation"][0]["output"] == "一二三四五六七八九十"
+    with pytest.raises(UserError) as err:
+        list(clean_wishes([], rules=["b_rule", "a_rule"]))
+    assert str(err.value) == f"unknown rule(s) a_rule, b_rule; rules: {', '.join(RULES)}"
+    assert ", ".join(RULES).startswith("first_line, wrapping_quotes")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_clean_is_quiet_unless_asked_and_refuses_pairs_word_for_word(tmp_path, monkeypatch, fixtures_dir):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    src = fixtures_dir / "wishes_dirty.jsonl"
+    clean_file(src, tmp_path / "quiet.jsonl")
+    assert terminal.getvalue() == ""
+    clean_file(src, tmp_path / "shown.jsonl", quiet=False)
+    assert terminal.getvalue().startswith("\rclean shown.jsonl: ")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": [], "chosen": [], "rejected": []}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        clean_file(pairs, tmp_path / "out.jsonl")
+    assert str(err.value) == (f"{pairs}: preference records (record 0 is one); the wishes rules clean conversation "
+                              "records: clean those before pairs are made from them")
