@@ -144,3 +144,15 @@ def test_a_leftover_from_a_crashed_replacement_is_cleared(tmp_path):
     with atomic_dir(out, "model") as tmp:
         (tmp / "b").write_text("b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "b").exists()
+
+
+def test_the_callers_error_is_what_leaves_atomic_dir_even_if_it_removed_the_folder(tmp_path):
+    import shutil
+
+    from tianji_ft.core.fsio import atomic_dir
+
+    with pytest.raises(RuntimeError, match="the caller's"):
+        with atomic_dir(tmp_path / "out", "model") as tmp:
+            shutil.rmtree(tmp)
+            raise RuntimeError("the caller's")
+    assert list(tmp_path.iterdir()) == []

@@ -321,3 +321,34 @@ def test_a_file_that_changes_between_the_passes_says_so(tmp_path, monkeypatch):
     with pytest.raises(UserError) as err:
         split_file(src, tmp_path / "out")
     assert str(err.value) == f"{src}: changed while being split; run again"
+
+
+@pytest.fixture
+def forked(monkeypatch):
+    """The check in a forked child even for a small file, and even if an earlier test left a thread
+    behind; yields the calls of check_lines made in this process (the child's are its own)."""
+    monkeypatch.setattr(split_module._Check, "ASIDE", 0)
+    monkeypatch.setattr(split_module.threading, "active_count", lambda: 1)
+    parent, real, calls = os.getpid(), split_module.check_lines, []
+
+    def counted(path):
+        if os.getpid() == parent:
+            calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(split_module, "check_lines", counted)
+    return calls
+
+
+def test_a_forked_check_reports_a_bad_line_itself(tmp_path, forked):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(WISHES10.read_text(encoding="utf-8") + '{"祝福": 快乐}\n', encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        split_file(src, tmp_path / "out")
+    assert str(err.value).startswith(f"{src}:11:") and "malformed JSON" in str(err.value)
+    assert forked == []  # the child's report was enough: no second check here
+
+
+def test_a_forked_check_of_a_good_file_is_not_repeated(tmp_path, forked):
+    tally, _, _ = split_file(WISHES10, tmp_path / "out")
+    assert tally.written == 10 and forked == []
