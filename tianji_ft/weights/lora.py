@@ -144,6 +144,17 @@ def tensor_slices(entry: Entry, out_dtype: str, pair: LoraPair | None = None):
         yield from_f32(weight, out_dtype, scratch)
 
 
+def numpy_openblas() -> str | None:
+    """The OpenBLAS library numpy itself loaded (scipy and others may map their own beside it)."""
+    import os
+
+    import numpy
+
+    own = (os.path.dirname(numpy.__file__) + ".libs", os.path.join(os.path.dirname(numpy.__file__), ".libs"))
+    paths = sorted({line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line and ".so" in line})
+    return next((p for p in paths if p.startswith(own)), paths[0] if paths else None)
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Run numpy's OpenBLAS on one thread meanwhile.
@@ -158,10 +169,8 @@ def single_threaded_blas():
 
     lib = None
     with contextlib.suppress(OSError):
-        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line and ".so" in line}
-        for path in paths:
-            lib = ctypes.CDLL(path)
-            break
+        path = numpy_openblas()
+        lib = ctypes.CDLL(path) if path else None
     names = [("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
              ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
              ("openblas_get_num_threads", "openblas_set_num_threads")]
