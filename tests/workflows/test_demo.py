@@ -21,10 +21,11 @@ def test_bad_demo_data_fails_at_the_data_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_learns_and_passes(tmp_path):
+def test_demo_learns_and_passes(tmp_path, capfd):
     out = io.StringIO()
     rc = run_demo(work_dir=tmp_path / "demo", out=out)
     text = out.getvalue()
+    assert "[tianji-ft] iter " not in capfd.readouterr().err  # no terminal: one line a stage, no progress lines
     assert rc == 0, text
     for i, stage in enumerate(["model", "data", "train", "convert", "merge", "chat"], 1):
         assert f"[{i}/6] {stage}" in text

@@ -1,5 +1,7 @@
 """tianji-ft pipeline: data -> train -> convert -> merge -> evaluate -> export, skipping what is up to date."""
 
+import sys
+
 from tianji_ft.cli._common import add_config_settings, add_verb, config_settings_env
 from tianji_ft.cli._judge import add_judge_flags, endpoint_from_args
 
@@ -46,7 +48,7 @@ def run(args) -> int:
 
     train = TrainRequest(config=args.config, model=args.model, data=args.data, work_dir=args.work_dir,
                          tiny=args.tiny, deepspeed=args.deepspeed, settings=config_settings_env(args),
-                         cfg_options=args.sets)
+                         cfg_options=args.sets, quiet=not sys.stderr.isatty())  # one line a stage in a log
     req = PipelineRequest(train, export_quant=args.export_quant, start=args.start, until=args.until)
     if args.preference or args.pairs_prompts:
         from tianji_ft.core.errors import UserError

@@ -86,7 +86,8 @@ def run_demo(model: str | None = None, work_dir: str | Path = "work_dirs/demo", 
         extra = TINY_TRAINING if tiny else {"settings": {}, "cfg_options": []}
         req = TrainRequest(config=DEMO_CONFIG, model=state["model"], data=[str(data)], work_dir=str(train_dir),
                            deepspeed="zero2", settings=dict(extra["settings"]),
-                           cfg_options=list(extra["cfg_options"]))
+                           cfg_options=list(extra["cfg_options"]),
+                           quiet=not sys.stderr.isatty())  # a log keeps one line per stage; a terminal sees the run
         train(req, out=open("/dev/null", "w"))
         first, last = loss_ratio(train_dir)
         state["loss"] = (first, last)
