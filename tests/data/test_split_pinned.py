@@ -364,3 +364,17 @@ def test_a_forked_check_reports_a_bad_line_itself(tmp_path, forked):
 def test_a_forked_check_of_a_good_file_is_not_repeated(tmp_path, forked):
     tally, _, _ = split_file(WISHES10, tmp_path / "out")
     assert tally.written == 10 and forked == []
+
+
+@pytest.mark.parametrize("size, in_child", [((1 << 20) - 128, False), (1 << 20, True)])
+def test_files_from_one_mib_up_are_checked_in_a_child_smaller_ones_in_place(tmp_path, monkeypatch, size, in_child):
+    monkeypatch.setattr(split_module.threading, "active_count", lambda: 1)
+    parent, real, calls = os.getpid(), split_module.check_lines, []
+    monkeypatch.setattr(split_module, "check_lines",
+                        lambda path: (calls.append(path) if os.getpid() == parent else None, real(path))[1])
+    line = b'{"a": "' + b"x" * 119 + b'"}\n'  # 128 bytes
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(line * (size // 128))
+    assert src.stat().st_size == size
+    split_file(src, tmp_path / "out")
+    assert (calls == []) is in_child
