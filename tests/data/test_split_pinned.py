@@ -372,7 +372,7 @@ def test_files_from_one_mib_up_are_checked_in_a_child_smaller_ones_in_place(tmp_
     parent, real, calls = os.getpid(), split_module.check_lines, []
     monkeypatch.setattr(split_module, "check_lines",
                         lambda path: (calls.append(path) if os.getpid() == parent else None, real(path))[1])
-    line = b'{"a": "' + b"x" * 119 + b'"}\n'  # 128 bytes
+    line = b'{"a": "' + b"x" * 118 + b'"}\n'  # 128 bytes
     src = tmp_path / "big.jsonl"
     src.write_bytes(line * (size // 128))
     assert src.stat().st_size == size
