@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import pty
 import subprocess
@@ -40,6 +41,8 @@ class Terminal:
                                      stderr=follower, close_fds=True)
         os.close(follower)
         self.screen = ""
+        # a character may arrive split across two reads: decode incrementally, never chunk by chunk
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def read_until(self, text: str, since: int = 0, timeout: float = 120.0) -> int:
         """Read until ``text`` appears after position ``since`` of the screen; return where it ends
@@ -58,7 +61,7 @@ class Terminal:
                 except OSError:
                     data = b""
                 assert data, f"the program ended before {text!r}:\n{self.screen[-2000:]}"
-                self.screen += data.decode("utf-8", "replace")
+                self.screen += self._decoder.decode(data)
         return self.screen.index(text, since) + len(text)
 
     def type(self, keys: str) -> None:
