@@ -5,10 +5,8 @@ prompt is masked, and each answer's labels are its own tokens, ending with the s
 
 from __future__ import annotations
 
-import gc
-import threading
-
 import pytest
+from helpers import threads
 
 from tianji_ft.core.templates import detect_template
 from tianji_ft.data.reader import iter_records
@@ -32,17 +30,9 @@ def preference_files(tmp_path_factory, fixtures_dir):
 
 @pytest.fixture()
 def no_threads_left(monkeypatch):
-    """XTuner tokenizes through a multiprocessing queue under a tqdm bar; their threads end with
-    the test (a process with other threads does not fork, and data split forks its check)."""
-    import tqdm
-
-    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
-    before = set(threading.enumerate())
-    yield
-    gc.collect()  # the queue's finaliser stops its feeder thread
-    for thread in set(threading.enumerate()) - before:
-        thread.join(10)
-    assert set(threading.enumerate()) <= before
+    """XTuner's tokenizing threads end with the test (tests/helpers/threads.py says why)."""
+    with threads.no_threads_left(monkeypatch):
+        yield
 
 
 @pytest.mark.slow
