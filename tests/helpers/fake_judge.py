@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from helpers.http_json import send_json
+from helpers.http_json import LoopbackServer, send_json
 
 ANSWERS = re.compile(r"\[回答A\]\n(.*)\n\[回答B\]\n(.*)\Z", re.S)
 
@@ -32,32 +31,12 @@ def longer_wins(first: str, second: str, n: int):
     return verdict("A" if len(first) > len(second) else "B")
 
 
-class FakeJudge:
+class FakeJudge(LoopbackServer):
     def __init__(self):
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
+        super().__init__()
         self.behaviour = longer_wins
         self.candidate = lambda prompt, n: f"{prompt}：远端候选{n}号，祝你万事如意！"
         self.on_request = None  # called with the running total, before answering
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                try:
-                    fake.handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -66,15 +45,6 @@ class FakeJudge:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.counts.values())
-
-    def snapshot(self) -> Counter:
-        with self.lock:
-            return Counter(self.counts)
 
     def judged(self) -> Counter:
         """Requests per (first answer, second answer) shown to the judge."""

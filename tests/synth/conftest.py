@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
-from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from helpers.http_json import send_json
+from helpers.http_json import LoopbackServer, send_json
 
 TEST_KEY = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 PROMPT_FIELDS = re.compile(r"对象称谓是：(.+?)，祝福场景是：(.+?)。")
@@ -28,42 +27,13 @@ def prompt_name(prompt: str) -> str:
     return PROMPT_FIELDS.search(prompt).group(1)
 
 
-class FakeLLM:
+class FakeLLM(LoopbackServer):
     def __init__(self):
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
+        super().__init__()
         self.times: dict[str, list[float]] = defaultdict(list)
         self.auth_headers: set[str] = set()
         self.behaviour = lambda prompt, n: "ok"
         self.ok_delay = 0.0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each reply waits ~40 ms for a delayed ACK
-
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                try:
-                    fake.handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.counts.values())
-
-    def snapshot(self) -> Counter:
-        with self.lock:
-            return Counter(self.counts)
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", 0))))
