@@ -139,6 +139,12 @@ def test_sigkill_mid_run_then_resume_sends_no_saved_item_again(fake_llm, api_key
     proc.send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=10)
     at_kill = fake_llm.snapshot()
+    while True:  # a request the killed run sent may still be in a server thread: wait until none moves
+        time.sleep(0.3)
+        settled = fake_llm.snapshot()
+        if settled == at_kill:
+            break
+        at_kill = settled
     saved = journal_ok_prompts(out)
     assert not (out / "wishes.jsonl").exists()
     # What the journal says was saved, checked against what the server saw: only items it answered,
